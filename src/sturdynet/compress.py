@@ -1,0 +1,52 @@
+"""Compression methods as transforms: ``apply(model, params, ctx) -> new model``.
+
+A method never changes the model it is given (it works on a deep copy). What it
+reached (sparsity, bit widths, bytes when packed) is measured afterwards from the
+model itself by :func:`sturdynet.storage.compression_facts`, so every method is
+measured the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+
+@dataclass
+class CompressContext:
+    """What a method may need beyond the model: data, training settings, a trainer.
+
+    ``fit(model, cfg)`` trains a model with the run's seed, device and progress display.
+    """
+
+    data: Any = None
+    train: Any = None
+    seed: int = 0
+    device: Optional[torch.device] = None
+    fit: Optional[Callable[..., list]] = None
+    log: dict = field(default_factory=dict)
+
+
+class CompressionMethod:
+    """Base class. ``apply`` builds the compressed model; ``prepare`` builds only its
+    structure (layers, masks, quantizers) so that a checkpoint's state_dict can be
+    loaded into it."""
+
+    def apply(self, model: nn.Module, params: Any, ctx: Optional[CompressContext] = None) -> nn.Module:
+        raise NotImplementedError
+
+    def prepare(self, model: nn.Module, params: Any) -> nn.Module:
+        return self.apply(model, params, None)
+
+
+def run_steps(model: nn.Module, steps: Sequence[Any], ctx: Optional[CompressContext] = None,
+              structure_only: bool = False) -> nn.Module:
+    """Apply the variant's methods (registered components) in order."""
+    from .registry import METHODS
+
+    for step in steps:
+        method = METHODS.get(step.name)()
+        model = method.prepare(model, step.params) if structure_only else method.apply(model, step.params, ctx)
+    return model

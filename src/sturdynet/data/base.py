@@ -1,0 +1,183 @@
+"""In-memory data sets: float tensors in [0, 1], seeded stratified splits, batching.
+
+Every data set loader returns a :class:`DataBundle` built by :func:`make_bundle`, which
+validates shapes and ranges, carves a stratified validation split out of the training
+data, applies the optional ``subset`` sizes and records per-channel mean and std
+(which the model's first layer uses for normalization).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, List, Literal, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from ..config import rng
+
+
+@dataclass(frozen=True)
+class SubsetParams:
+    """Stratified subset sizes (None keeps the whole split)."""
+
+    train: Optional[int] = rng(1, None, default=None)
+    val: Optional[int] = rng(0, None, default=None)
+    test: Optional[int] = rng(1, None, default=None)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Fields every data set accepts."""
+
+    val_fraction: float = rng(0, 1, "[)", default=0.1)
+    subset: Optional[SubsetParams] = None
+    augment: Literal["none", "crop_flip", "flip"] = "none"
+
+
+@dataclass
+class Split:
+    """Images ``x`` (N, C, H, W) float32 in [0, 1] and labels ``y`` (N,) int64."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def take(self, n: Optional[int]) -> "Split":
+        """The first ``n`` samples (all when ``n`` is None)."""
+        if n is None or n >= len(self):
+            return self
+        return Split(self.x[:n], self.y[:n])
+
+
+@dataclass
+class DataBundle:
+    """Train / val / test splits plus what a model needs to know about the data."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    class_names: List[str]
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    augment: str = "none"
+    info: dict = field(default_factory=dict)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train.x.shape[1])
+
+    @property
+    def input_size(self) -> Tuple[int, int]:
+        return int(self.train.x.shape[2]), int(self.train.x.shape[3])
+
+    def describe(self) -> dict:
+        return {"name": self.name, "train": len(self.train), "val": len(self.val), "test": len(self.test),
+                "num_classes": self.num_classes, "in_channels": self.in_channels,
+                "input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std),
+                "class_names": self.class_names, **self.info}
+
+
+def stratified_indices(y: Tensor, n: int, generator: torch.Generator) -> Tuple[Tensor, Tensor]:
+    """Pick ``n`` indices with class proportions kept; returns (picked, rest), both sorted.
+
+    Each class gets ``round(n * share)`` by the largest-remainder rule, so the total is
+    exactly ``n``.
+    """
+    total = int(y.numel())
+    if not 0 <= n <= total:
+        raise ValueError(f"cannot pick {n} of {total} samples")
+    classes, counts = torch.unique(y, return_counts=True)
+    exact = counts.double() * n / total
+    quota = exact.floor().long()
+    short = n - int(quota.sum())
+    if short > 0:
+        order = torch.argsort(exact - quota.double(), descending=True, stable=True)
+        quota[order[:short]] += 1
+    picked = []
+    for c, q in zip(classes.tolist(), quota.tolist()):
+        idx = torch.nonzero(y == c, as_tuple=False).flatten()
+        perm = idx[torch.randperm(idx.numel(), generator=generator)]
+        picked.append(perm[:q])
+    sel = torch.cat(picked) if picked else torch.empty(0, dtype=torch.long)
+    mask = torch.zeros(total, dtype=torch.bool)
+    mask[sel] = True
+    return torch.nonzero(mask).flatten(), torch.nonzero(~mask).flatten()
+
+
+def _shuffled(split: Split, generator: torch.Generator) -> Split:
+    perm = torch.randperm(len(split), generator=generator)
+    return Split(split.x[perm], split.y[perm])
+
+
+def _check_arrays(x: Tensor, y: Tensor, what: str) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"{what} images must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"{what} labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{what} split is empty")
+    if not torch.is_floating_point(x):
+        raise ValueError(f"{what} images must be float in [0, 1], got {x.dtype}")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{what} images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
+    if int(y.min()) < 0:
+        raise ValueError(f"{what} labels must be >= 0, got {int(y.min())}")
+
+
+def make_bundle(name: str, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
+                params: DataParams, seed: int, class_names: Optional[Sequence[str]] = None,
+                info: Optional[dict] = None) -> DataBundle:
+    """Validate arrays and build a bundle with a seeded, stratified validation split.
+
+    Args:
+        x_train, y_train, x_test, y_test: float images in [0, 1] and int labels.
+        params: the data set's validated parameters (``val_fraction``, ``subset``, ...).
+        seed: the recipe seed; the same seed gives the same splits.
+    """
+    x_train, x_test = x_train.float().contiguous(), x_test.float().contiguous()
+    y_train, y_test = y_train.long(), y_test.long()
+    _check_arrays(x_train, y_train, "train")
+    _check_arrays(x_test, y_test, "test")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(f"train images are {tuple(x_train.shape[1:])} but test images are {tuple(x_test.shape[1:])}")
+    num_classes = int(max(int(y_train.max()), int(y_test.max())) + 1)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+    if len(names) < num_classes:
+        raise ValueError(f"{len(names)} class names for {num_classes} classes")
+    g = torch.Generator().manual_seed(seed)
+    n_val = int(round(params.val_fraction * len(y_train)))
+    val_idx, train_idx = stratified_indices(y_train, n_val, g)
+    train = _shuffled(Split(x_train[train_idx], y_train[train_idx]), g)
+    val = _shuffled(Split(x_train[val_idx], y_train[val_idx]), g)
+    test = _shuffled(Split(x_test, y_test), g)
+    sub = params.subset
+    if sub is not None:
+        def cut(split: Split, n: Optional[int]) -> Split:
+            if n is None or n >= len(split):
+                return split
+            keep, _ = stratified_indices(split.y, n, g)
+            return _shuffled(Split(split.x[keep], split.y[keep]), g)
+        train, val, test = cut(train, sub.train), cut(val, sub.val), cut(test, sub.test)
+    mean = tuple(float(v) for v in train.x.mean(dim=(0, 2, 3)))
+    std = tuple(max(float(v), 1e-3) for v in train.x.std(dim=(0, 2, 3)))
+    return DataBundle(name=name, train=train, val=val, test=test, num_classes=len(names),
+                      class_names=names, mean=mean, std=std, augment=params.augment, info=dict(info or {}))
+
+
+def batches(split: Split, batch_size: int, shuffle: bool = False,
+            generator: Optional[torch.Generator] = None, drop_last: bool = False) -> Iterator[Tuple[Tensor, Tensor]]:
+    """Yield (x, y) mini-batches of an in-memory split."""
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if shuffle else None
+    stop = n - (n % batch_size) if drop_last else n
+    for i in range(0, stop, batch_size):
+        if order is None:
+            yield split.x[i:i + batch_size], split.y[i:i + batch_size]
+        else:
+            idx = order[i:i + batch_size]
+            yield split.x[idx], split.y[idx]

@@ -1,0 +1,5 @@
+"""Import every built-in package so that its components register themselves.
+
+A new component file is registered by importing it from its package's ``__init__``.
+"""
+from . import attacks, data, evaluate, models, prune, quant  # noqa: F401

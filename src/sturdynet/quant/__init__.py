@@ -1,0 +1,5 @@
+"""Quantizers and quantization methods (registered in ``sturdynet.registry.METHODS``)."""
+from .base import GRAD_MODES, Quantizer
+from . import uniform  # noqa: F401
+
+__all__ = ["GRAD_MODES", "Quantizer"]

@@ -1,0 +1,6 @@
+"""Training: one loop (``fit``), callbacks, checkpoints."""
+from .callbacks import Callback, TrainState
+from .config import TrainConfig
+from .loop import TrainingDiverged, evaluate_accuracy, fit
+
+__all__ = ["Callback", "TrainState", "TrainConfig", "TrainingDiverged", "evaluate_accuracy", "fit"]

@@ -1,0 +1,52 @@
+"""Training hyper-parameters (one dataclass shared by base training and fine-tuning)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Tuple
+
+from ..config import Component, ConfigError, component, rng
+from ..registry import ADVERSARIAL, CALLBACKS
+
+
+def _parse_adversarial(value: Any, path: str) -> Optional[Component]:
+    if value is None:
+        return None
+    return component(ADVERSARIAL, value, path, key="method")
+
+
+def _parse_callbacks(value: Any, path: str) -> Tuple[Component, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(path, f"must be a list of callbacks, got {value!r}")
+    return tuple(component(CALLBACKS, v, f"{path}[{i}]") for i, v in enumerate(value))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained.
+
+    The learning rate follows a linear warm-up for ``warmup_epochs`` and then a cosine
+    decay to zero (``schedule: cosine``) or stays constant. ``adversarial`` selects an
+    adversarial-training method and ``callbacks`` adds training callbacks (sparse
+    training, binary-network hooks, ...), both by registered name.
+    """
+
+    epochs: int = rng(0, None, default=10)
+    batch_size: int = rng(1, None, default=64)
+    lr: float = rng(0, None, "(]", default=0.05)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = rng(0, 1, "[)", default=0.9)
+    nesterov: bool = False
+    weight_decay: float = rng(0, None, default=5e-4)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = rng(0, None, default=0.0)
+    label_smoothing: float = rng(0, 1, "[)", default=0.0)
+    grad_clip: Optional[float] = rng(0, None, "(]", default=None)
+    adversarial: Optional[Component] = field(default=None, metadata={"parse": _parse_adversarial})
+    callbacks: Tuple[Component, ...] = field(default=(), metadata={"parse": _parse_callbacks})
+    eval_every: int = rng(0, None, default=1)
+
+    def __post_init__(self) -> None:
+        if self.warmup_epochs > self.epochs and self.epochs > 0:
+            raise ConfigError("warmup_epochs", f"must be <= epochs ({self.epochs}), got {self.warmup_epochs}")

@@ -1,0 +1,163 @@
+"""The one training loop: SGD or Adam, warm-up + cosine schedule, masks, callbacks."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.augment import augment
+from ..data.base import DataBundle, batches
+from ..prune.mask import apply_masks
+from ..registry import ADVERSARIAL, CALLBACKS
+from .callbacks import Callback, TrainState
+from .config import TrainConfig
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, optional Nesterov) or Adam; no weight decay on biases and norm layers."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.dim() <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 (or constant)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return 1.0
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def build_callbacks(cfg: TrainConfig) -> List[Callback]:
+    """The callbacks a config asks for: its adversarial method, then ``callbacks``."""
+    out: List[Callback] = []
+    if cfg.adversarial is not None:
+        out.append(ADVERSARIAL.get(cfg.adversarial.name)(**cfg.adversarial.kwargs()))
+    for c in cfg.callbacks:
+        out.append(CALLBACKS.get(c.name)(**c.kwargs()))
+    return out
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, split, batch_size: int = 512, device: Optional[torch.device] = None) -> dict:
+    """Accuracy and mean cross-entropy of ``model`` (in eval mode) on a split."""
+    was = model.training
+    model.eval()
+    device = device or next(model.parameters()).device
+    correct, loss, n = 0, 0.0, 0
+    for x, y in batches(split, batch_size):
+        x, y = x.to(device), y.to(device)
+        out = model(x)
+        loss += float(F.cross_entropy(out, y, reduction="sum"))
+        correct += int((out.argmax(1) == y).sum())
+        n += int(y.numel())
+    model.train(was)
+    return {"accuracy": correct / max(1, n), "loss": loss / max(1, n)}
+
+
+def fit(model: nn.Module, data: DataBundle, cfg: TrainConfig, seed: int = 0,
+        callbacks: Sequence[Callback] = (), progress: Optional[Callable[[dict], None]] = None,
+        device: Optional[torch.device] = None) -> List[dict]:
+    """Train ``model`` in place on ``data.train``; returns the per-epoch history.
+
+    Deterministic on CPU for a given ``seed``. After every optimizer step the model's
+    masks (``sturdynet.prune.mask``) are re-applied, so pruned weights stay zero.
+
+    Raises:
+        TrainingDiverged: when the loss becomes NaN or infinite.
+    """
+    device = device or next(model.parameters()).device
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model.to(device)
+    cbs = list(build_callbacks(cfg)) + list(callbacks)
+    opt = make_optimizer(model, cfg)
+    n = len(data.train)
+    spe = max(1, math.ceil(n / cfg.batch_size))
+    total = spe * cfg.epochs
+    warm = int(round(cfg.warmup_epochs * spe))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, cfg.schedule))
+    state = TrainState(model=model, optimizer=opt, config=cfg, data=data, device=device, generator=gen,
+                       total_steps=total, steps_per_epoch=spe)
+    for cb in cbs:
+        cb.on_train_begin(state)
+    t0 = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        state.epoch, state.log = epoch, {}
+        model.train()
+        for cb in cbs:
+            cb.on_epoch_begin(state)
+        seen, correct, loss_sum = 0, 0, 0.0
+        for x, y in batches(data.train, cfg.batch_size, shuffle=True, generator=gen):
+            if data.augment != "none":
+                x = augment(data.augment, x, gen)
+            state.x, state.y, state.logits = x.to(device), y.to(device), None
+            for cb in cbs:
+                cb.on_batch_begin(state)
+            loss = None
+            for cb in cbs:
+                loss = cb.compute_loss(state)
+                if loss is not None:
+                    break
+            if loss is None:
+                state.logits = model(state.x)
+                loss = F.cross_entropy(state.logits, state.y, label_smoothing=cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {float(loss)} at epoch {epoch + 1}, step {state.step + 1}")
+            state.loss = loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            for cb in cbs:
+                cb.on_after_backward(state)
+            opt.step()
+            sched.step()
+            apply_masks(model)
+            state.step += 1
+            for cb in cbs:
+                cb.on_step_end(state)
+            bs = int(state.y.numel())
+            seen += bs
+            loss_sum += float(loss.detach()) * bs
+            if state.logits is not None:
+                correct += int((state.logits.detach().argmax(1) == state.y).sum())
+            if state.stop:
+                break
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "lr": opt.param_groups[0]["lr"]}
+        if state.logits is not None:
+            row["train_accuracy"] = correct / max(1, seen)
+        last = epoch + 1 == cfg.epochs
+        if len(data.val) and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or last):
+            v = evaluate_accuracy(model, data.val, device=device)
+            row.update(val_accuracy=v["accuracy"], val_loss=v["loss"])
+        for cb in cbs:
+            cb.on_epoch_end(state)
+        row.update(state.log)
+        row["seconds"] = time.perf_counter() - t0
+        state.history.append(row)
+        if progress is not None:
+            progress({"event": "epoch", "epoch": epoch + 1, "epochs": cfg.epochs, **row})
+        if state.stop:
+            break
+    for cb in cbs:
+        cb.on_train_end(state)
+    model.eval()
+    return state.history
