@@ -2,4 +2,4 @@
 
 A new component file is registered by importing it from its package's ``__init__``.
 """
-from . import attacks, data, evaluate, models, prune, quant  # noqa: F401
+from . import attacks, data, evaluate, export, faults, models, prune, quant, train  # noqa: F401
