@@ -11,7 +11,6 @@ Field constraints live in ``dataclasses.field(metadata=...)``:
 from __future__ import annotations
 
 import dataclasses
-import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,7 +148,7 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(path, f"must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls, globalns=vars(sys.modules[cls.__module__]))
+    hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:

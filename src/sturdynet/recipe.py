@@ -144,7 +144,7 @@ def _variant(data: Any, path: str, base_train: TrainConfig) -> VariantSpec:
     return VariantSpec(name=name, steps=steps, finetune_epochs=ft_epochs, finetune=ft)
 
 
-def _check(data: Any, path: str) -> CheckSpec:
+def parse_check(data: Any, path: str) -> CheckSpec:
     if isinstance(data, str):
         data = {"check": data}
     if not isinstance(data, Mapping):
@@ -193,7 +193,7 @@ def parse_recipe(data: Any) -> Recipe:
     for i, n in enumerate(names):
         if n in names[:i]:
             raise ConfigError(f"variants[{i}].name", f"duplicate variant name {n!r}")
-    checks = tuple(_check(c, f"evaluate[{i}]") for i, c in enumerate(_list(data, "evaluate")))
+    checks = tuple(parse_check(c, f"evaluate[{i}]") for i, c in enumerate(_list(data, "evaluate")))
     ids = [c.id for c in checks]
     for i, c in enumerate(ids):
         if c in ids[:i]:

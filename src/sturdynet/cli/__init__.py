@@ -1,0 +1,73 @@
+"""The ``sturdynet`` command line: one module per subcommand.
+
+Each subcommand module exposes ``add_parser(subparsers)`` and ``run(args) -> int``.
+Errors a user can fix (bad recipe, missing file, bad argument) print one line and
+exit with 2; any other failure prints one line and exits with 1 (``--debug`` shows
+the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import List, Optional
+
+from ..config import ConfigError
+
+COMMANDS = ["run", "train", "evaluate", "report", "list"]
+OPTIONAL_COMMANDS = ["export"]  # present once their area has landed
+
+
+def _modules():
+    mods = [importlib.import_module(f"{__name__}.{c}") for c in COMMANDS]
+    for c in OPTIONAL_COMMANDS:
+        try:
+            mods.append(importlib.import_module(f"{__name__}.{c}"))
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{c}":
+                raise
+    return mods
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    p = argparse.ArgumentParser(prog="sturdynet", description="Compress image classifiers and tell the truth "
+                                "about their robustness.")
+    p.add_argument("--version", action="version", version=f"sturdynet {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for mod in _modules():
+        mod.add_parser(sub)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        from .. import plugins  # noqa: F401
+
+        return int(args.func(args) or 0)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        if args.debug:
+            raise
+        print(f"sturdynet: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sturdynet: interrupted (finished results are kept; run again to resume)", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line instead of a traceback
+        if args.debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"sturdynet: error: {type(e).__name__}: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

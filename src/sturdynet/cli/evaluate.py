@@ -1,0 +1,59 @@
+"""``sturdynet evaluate CHECKPOINT --check pgd ...``: run checks on a saved model."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="run checks on a checkpoint",
+                       description="Run checks on a checkpoint written by `sturdynet train` or `sturdynet run`. "
+                                   "A check is a name (clean) or a YAML mapping as in a recipe, e.g. "
+                                   "--check '{check: pgd, eps: [0.05, 0.1], steps: 20}'.")
+    p.add_argument("checkpoint")
+    p.add_argument("--check", action="append", dest="checks", metavar="CHECK",
+                   help="check name or YAML mapping (repeatable; default: clean)")
+    p.add_argument("--data", help="data set as a name or YAML mapping (default: the one the checkpoint was "
+                                  "trained on)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data split and the attacks (default 0)")
+    p.add_argument("--out", help="write the metrics to this JSON file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ..config import ConfigError, component, to_dict
+    from ..data import load_data
+    from ..evaluate.base import CheckContext
+    from ..recipe import parse_check
+    from ..registry import CHECKS, DATASETS
+    from ..sweep.store import write_json_atomic
+    from ..train.checkpoint import load_checkpoint
+
+    model, blob = load_checkpoint(args.checkpoint)
+
+    def parse(text: str, what: str):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(what, f"not valid YAML: {text!r}") from None
+
+    data_raw = parse(args.data, "--data") if args.data else blob["arch"].get("data_spec")
+    if data_raw is None:
+        raise ConfigError("--data", "the checkpoint does not name its data set; give --data")
+    data = load_data(component(DATASETS, data_raw, "--data"), args.seed)
+    checks = [parse_check(parse(c, "--check"), f"--check[{i}]") for i, c in enumerate(args.checks or ["clean"])]
+    ctx = CheckContext(device=next(model.parameters()).device, seed=args.seed, models={"dense": model})
+    out = {}
+    for c in checks:
+        m = CHECKS.get(c.check.name)(model, data, c.check.params, ctx)
+        m.pop("per_sample", None)
+        out[c.id] = to_dict(m)
+        ctx.results[c.id] = out[c.id]
+        extras = {k: v for k, v in out[c.id].items() if k != "accuracy" and not isinstance(v, (list, dict))}
+        print(f"{c.id}: accuracy {out[c.id]['accuracy']:.4f}  " + "  ".join(f"{k}={v}" for k, v in extras.items()))
+    if args.out:
+        write_json_atomic(Path(args.out), {"checkpoint": str(args.checkpoint), "metrics": out})
+    return 0
