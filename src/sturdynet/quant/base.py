@@ -1,28 +1,57 @@
-"""Quantizer base class and the gradient modes that attacks switch between.
+"""Quantizer base class, the gradient modes attacks switch between, and the export protocol.
 
 A quantizer is an ``nn.Module`` whose forward returns the *deployed* values (the
 tensor the hardware would use, dequantized to float for PyTorch arithmetic). Its
 backward is a named gradient estimator held in ``grad_mode``:
 
 - ``"ste"``: the quantizer's straight-through estimator (identity inside the clipping
-  range; subclasses may define another surrogate);
+  range; subclasses may define another surrogate or override :meth:`Quantizer.ste_forward`
+  when their own parameters, e.g. LSQ's step, must receive gradients);
 - ``"true"``: the true derivative of the deployed function, zero almost everywhere for
-  rounding and sign.
+  rounding and sign (learned scales still get their true derivative).
 
 :func:`sturdynet.nn.gradient_mode` switches every quantizer of a model at once; the
 forward pass is the same in both modes.
+
+Export protocol (used by :mod:`sturdynet.export` for bit-packed files). A quantizer
+that stores ``bits`` bits per element implements
+
+- ``encode(x) -> codes``: int64 codes in ``[0, 2**bits)`` of the deployed values, and
+- ``decode(codes) -> latent``: a float tensor such that ``quantize(decode(encode(x)))``
+  equals ``quantize(x)`` bit for bit, using only the quantizer's own parameters and
+  buffers (which the export stores as float tensors; ``storage.compression_facts``
+  counts them the same way). A quantizer whose scale is derived from the latent
+  tensor (e.g. mean|w|) must keep that scale in a buffer so that decoding is exact.
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 GRAD_MODES = ("ste", "true")
 
 
+def round_ste(x: Tensor) -> Tensor:
+    """``round(x)`` in forward, identity gradient in backward (the value is exact)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def grad_scale(x: Tensor, g: float) -> Tensor:
+    """Value ``x`` exactly, gradient multiplied by ``g`` (LSQ's gradient scale).
+
+    Written as ``x + (x*g - (x*g).detach())`` so the forward value is bit-identical
+    to ``x`` (``a - a == 0`` exactly), which keeps exported models bit-exact.
+    """
+    y = x * g
+    return x + (y - y.detach())
+
+
 class Quantizer(nn.Module):
     """Base class. Subclasses implement :meth:`quantize` (deployed values) and may
     override :meth:`surrogate` (a differentiable function whose gradient is the
-    estimator; the default is the identity, i.e. the plain STE)."""
+    estimator; the default is the identity, i.e. the plain STE) or
+    :meth:`ste_forward` (the whole straight-through forward, for quantizers with
+    learned parameters)."""
 
     bits: int = 32
 
@@ -37,11 +66,23 @@ class Quantizer(nn.Module):
         """The function whose gradient stands in for the quantizer's (identity = STE)."""
         return x
 
+    def ste_forward(self, x: Tensor) -> Tensor:
+        """Deployed values in forward, the surrogate's gradient in backward."""
+        s = self.surrogate(x)
+        return s + (self.quantize(x) - s).detach()
+
     def forward(self, x: Tensor) -> Tensor:
-        q = self.quantize(x)
         if self.grad_mode == "true":
-            return q
+            return self.quantize(x)
         if self.grad_mode != "ste":
             raise ValueError(f"unknown gradient mode {self.grad_mode!r}; use one of {GRAD_MODES}")
-        s = self.surrogate(x)
-        return s + (q - s).detach()
+        return self.ste_forward(x)
+
+    # -- export protocol ---------------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        """Integer codes in ``[0, 2**bits)`` of the deployed values of ``x``."""
+        raise NotImplementedError(f"{type(self).__name__} does not support packed export")
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """A latent tensor whose deployed values are those that ``codes`` encode."""
+        raise NotImplementedError(f"{type(self).__name__} does not support packed export")
