@@ -119,8 +119,8 @@ def fit(model: nn.Module, data: DataBundle, cfg: TrainConfig, seed: int = 0,
             if loss is None:
                 state.logits = model(state.x)
                 loss = F.cross_entropy(state.logits, state.y, label_smoothing=cfg.label_smoothing)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {float(loss)} at epoch {epoch + 1}, step {state.step + 1}")
+            if not torch.isfinite(loss.detach()):
+                raise TrainingDiverged(f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {state.step + 1}")
             state.loss = loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
