@@ -6,8 +6,6 @@ from typing import Iterator
 
 from torch import nn
 
-from ..quant.base import GRAD_MODES
-
 
 def has_estimators(model: nn.Module) -> bool:
     """True when the model holds at least one module with a switchable ``grad_mode``."""
@@ -17,6 +15,8 @@ def has_estimators(model: nn.Module) -> bool:
 @contextlib.contextmanager
 def gradient_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
     """Within the block, every quantizer uses ``mode`` ("ste" or "true") for backward."""
+    from ..quant.base import GRAD_MODES  # here, not at import: quant imports nn
+
     if mode not in GRAD_MODES:
         raise ValueError(f"unknown gradient mode {mode!r}; use one of {', '.join(GRAD_MODES)}")
     mods = [m for m in model.modules() if hasattr(m, "grad_mode")]
