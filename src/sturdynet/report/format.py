@@ -1,0 +1,146 @@
+"""Number formatting and display labels shared by tables, plots, markdown and HTML."""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Optional
+
+DASH = "—"
+
+#: display names of checks (by registered check name); unknown checks show their id
+CHECK_LABELS = {
+    "clean": "Clean", "pgd": "PGD", "fgsm": "FGSM", "apgd": "APGD", "cw": "C&W", "square": "Square",
+    "autoattack": "AutoAttack", "transfer": "Transfer attack", "robust": "Robust (worst case)",
+    "bfa": "Bit-flip attack", "ber": "Bit-error rate", "random_flips": "Random bit flips",
+    "faults": "Hardware faults", "corruptions": "Corruptions", "backdoor": "Backdoor",
+    "certify": "Certified (smoothing)", "smoothing": "Certified (smoothing)",
+}
+
+#: axis labels of curve x keys
+X_LABELS = {
+    "eps": "perturbation budget ε", "flips": "bit flips", "ber": "bit-error rate", "severity": "corruption severity",
+    "sigma": "noise σ", "radius": "certified radius", "rate": "rate", "bits": "bits", "steps": "attack steps",
+    "sparsity": "sparsity",
+}
+
+
+def check_label(check_id: str, check_name: Optional[str] = None) -> str:
+    """Display name of a check: its nice label, with the id when the id differs from the check name."""
+    name = check_name or check_id
+    label = CHECK_LABELS.get(name, name)
+    return label if check_id == name or check_id == label else f"{label} [{check_id}]"
+
+
+def x_label(key: str) -> str:
+    return X_LABELS.get(key, key)
+
+
+def fmt_bytes(n: Optional[float], digits: int = 1) -> str:
+    """Human size in binary units: ``"812 B"``, ``"258.7 KiB"``, ``"1.3 MiB"``."""
+    if n is None:
+        return DASH
+    n = float(n)
+    for unit, scale in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if abs(n) >= scale:
+            v = n / scale
+            text = str(int(v)) if v == int(v) else f"{v:.{digits}f}"
+            return f"{text} {unit}"
+    return f"{n:.0f} B"
+
+
+def fmt_int(n: Optional[int]) -> str:
+    return DASH if n is None else f"{int(n):,}"
+
+
+def fmt_pct(x: Optional[float]) -> str:
+    """A fraction in [0, 1] as a percentage with one decimal: ``0.9916 -> "99.2%"``."""
+    if x is None:
+        return DASH
+    if isinstance(x, float) and math.isnan(x):
+        return "nan"
+    return f"{100.0 * x:.1f}%"
+
+
+def fmt_ratio(r: Optional[float]) -> str:
+    """A compression ratio: ``"7.07x"`` (two decimals below 100, none above)."""
+    if r is None or (isinstance(r, float) and not math.isfinite(r)):
+        return DASH
+    return f"{r:.2f}x" if r < 100 else f"{r:.0f}x"
+
+
+def fmt_num(x: Any) -> str:
+    """A parameter or setting: integers as is, floats with 4 significant digits, 8/255-style eps."""
+    if x is None:
+        return DASH
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    if isinstance(x, int):
+        return str(x)
+    if isinstance(x, float):
+        if math.isnan(x) or math.isinf(x):
+            return str(x)
+        k = x * 255
+        if 0 < abs(x) < 1 and len(repr(x)) > 8 and abs(k - round(k)) < 1e-6:
+            return f"{round(k)}/255"
+        return f"{x:.4g}"
+    if isinstance(x, (list, tuple)):
+        return ", ".join(fmt_num(v) for v in x)
+    if isinstance(x, Mapping):
+        return ", ".join(f"{k}={fmt_num(v)}" for k, v in x.items())
+    return str(x)
+
+
+def fmt_bits(bits: Any) -> str:
+    """Bit width: a number, or ``"mixed 4–8"`` for per-layer lists/mappings."""
+    if bits is None:
+        return DASH
+    values = list(bits.values()) if isinstance(bits, Mapping) else bits if isinstance(bits, list) else None
+    if values is None:
+        return fmt_num(bits)
+    nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not nums:
+        return DASH
+    lo, hi = min(nums), max(nums)
+    return fmt_num(lo) if lo == hi else f"mixed {fmt_num(lo)}–{fmt_num(hi)}"
+
+
+def fmt_params(params: Any) -> str:
+    """Method parameters as ``key=value`` pairs; a ``steps`` list becomes ``a(...) + b(...)``."""
+    if not params:
+        return ""
+    if isinstance(params, Mapping) and isinstance(params.get("steps"), list):
+        parts = []
+        for s in params["steps"]:
+            if isinstance(s, Mapping):
+                rest = {k: v for k, v in s.items() if k != "method"}
+                inner = fmt_params(rest)
+                parts.append(f"{s.get('method', '?')}({inner})" if inner else str(s.get("method", "?")))
+            else:
+                parts.append(fmt_num(s))
+        others = {k: v for k, v in params.items() if k != "steps"}
+        tail = fmt_params(others)
+        return " + ".join(parts) + (f"; {tail}" if tail else "")
+    if isinstance(params, Mapping):
+        return ", ".join(f"{k}={fmt_num(v)}" for k, v in params.items() if v is not None)
+    return fmt_num(params)
+
+
+def fmt_method(method: Optional[str], params: Any) -> str:
+    """``"prune.global_magnitude (sparsity=0.9)"``; ``"dense"`` for no method."""
+    p = fmt_params(params)
+    if not method:
+        return f"dense ({p})" if p else "dense"
+    if isinstance(params, Mapping) and isinstance(params.get("steps"), list):
+        return p
+    return f"{method} ({p})" if p else method
+
+
+def fmt_seconds(s: Optional[float]) -> str:
+    if s is None:
+        return DASH
+    if s < 60:
+        return f"{s:.1f} s"
+    m, sec = divmod(s, 60)
+    if m < 60:
+        return f"{int(m)} min {sec:.0f} s"
+    h, m = divmod(m, 60)
+    return f"{int(h)} h {int(m)} min"

@@ -1,0 +1,272 @@
+"""Plots of a run, drawn with matplotlib's Agg canvas (no pyplot, no display needed).
+
+Files go to ``<run>/plots/*.png``; PNG metadata carries no software/date stamp, so the same
+results render to the same bytes. Every check gets an accuracy-against-size plot; every check
+with a ``curve`` gets a line per variant; the base model (and fine-tuned variants) get
+training curves.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
+
+from .format import fmt_bytes, fmt_num, x_label
+from .model import Figure
+from .view import RunView
+
+PLOT_DIR = "plots"
+_DPI = 110
+_MARKERS = "os^Dv<>pP*hX"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "check"
+
+
+class _Palette:
+    """A fixed colour and marker per variant, by its position in the results."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        from matplotlib import colormaps
+
+        cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+        n = cmap.N
+        self._style = {name: (cmap(i % n), _MARKERS[i % len(_MARKERS)]) for i, name in enumerate(names)}
+
+    def __call__(self, name: str) -> Tuple[Any, str]:
+        return self._style[name]
+
+
+def _new(figsize: Tuple[float, float] = (6.4, 4.2)) -> MplFigure:
+    fig = MplFigure(figsize=figsize, dpi=_DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: MplFigure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight", metadata={"Software": None})
+    tmp.replace(path)
+
+
+def _percent_axis(ax) -> None:
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-3, 103)
+    ax.grid(True, alpha=0.3)
+
+
+def _bytes_axis(ax, sizes: Sequence[float]) -> None:
+    """Log-scaled size axis with ticks at powers of two labelled in B/KiB/MiB."""
+    ax.set_xscale("log", base=2)
+    lo, hi = min(sizes), max(sizes)
+    ax.set_xlim(lo / 1.8, hi * 1.8)
+    ax.xaxis.set_major_locator(LogLocator(base=2, numticks=9))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt_bytes(x, 0)))
+    ax.set_xlabel("model size (packed, log scale)")
+
+
+def _labelled_points(ax, pts: List[Tuple[str, float, float]], palette: _Palette, marker: Optional[str] = None,
+                     label_points: bool = True, series: Optional[str] = None, hollow: bool = False) -> None:
+    for i, (name, size, acc) in enumerate(pts):
+        color, m = palette(name)
+        ax.scatter([size], [100 * acc], color="none" if hollow else color, edgecolors=color, marker=marker or m,
+                   s=46, zorder=3, linewidths=1.4, label=series if (series and i == 0) else None)
+        if label_points:
+            ax.annotate(name, (size, 100 * acc), textcoords="offset points", xytext=(5, 5), fontsize=8, color=color)
+
+
+def size_plot(view: RunView, cid: str, path: Path, palette: _Palette) -> bool:
+    """Accuracy of one check against model size, one labelled point per ok variant."""
+    pts = [(v["name"], v["size_bytes"], view.accuracy(v, cid)) for v in view.ok_variants]
+    pts = [p for p in pts if isinstance(p[2], (int, float)) and not math.isnan(p[2])]
+    if not pts:
+        return False
+    fig = _new()
+    ax = fig.add_subplot()
+    _labelled_points(ax, pts, palette)
+    _bytes_axis(ax, [p[1] for p in pts])
+    _percent_axis(ax)
+    ax.set_title(f"{view.label(cid)}: accuracy against size")
+    _save(fig, path)
+    return True
+
+
+def frontier_plot(view: RunView, path: Path, palette: _Palette) -> bool:
+    """Clean and robust accuracy against size (filled: clean, hollow squares: robust)."""
+    clean = [(v["name"], v["size_bytes"], view.accuracy(v, view.clean_id)) for v in view.ok_variants]
+    rob = [(v["name"], v["size_bytes"], view.robust(v).accuracy) for v in view.ok_variants]
+    clean = [p for p in clean if isinstance(p[2], (int, float)) and not math.isnan(p[2])]
+    rob = [p for p in rob if isinstance(p[2], (int, float)) and not math.isnan(p[2])]
+    if not clean or not rob:
+        return False
+    fig = _new()
+    ax = fig.add_subplot()
+    _labelled_points(ax, clean, palette, marker="o", series="clean")
+    _labelled_points(ax, rob, palette, marker="s", series="robust", label_points=False, hollow=True)
+    robust_of = {name: r for name, _, r in rob}
+    for name, s, a in clean:
+        if name in robust_of:
+            ax.plot([s, s], [100 * a, 100 * robust_of[name]], color=palette(name)[0], alpha=0.35, linewidth=1, zorder=2)
+    _bytes_axis(ax, [p[1] for p in clean + rob])
+    _percent_axis(ax)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Clean and robust accuracy against size")
+    _save(fig, path)
+    return True
+
+
+def _x_scale(ax, xs: List[float]) -> None:
+    """Log x when the positive x values span more than two decades (symlog if 0 is present)."""
+    pos = [x for x in xs if x > 0]
+    if len(pos) < 2 or max(pos) / min(pos) <= 100 or any(x < 0 for x in xs):
+        return
+    if len(pos) < len(xs):
+        ax.set_xscale("symlog", linthresh=min(pos), linscale=0.5)
+    else:
+        ax.set_xscale("log")
+
+
+def curve_plot(view: RunView, cid: str, path: Path, palette: _Palette) -> bool:
+    """Accuracy along a check's curve, one line per ok variant."""
+    key = view.curve_x_key(cid)
+    lines = []
+    for v in view.ok_variants:
+        k, pts = view.curve(v, cid)
+        if pts and k == key:
+            lines.append((v["name"], [p[key] for p in pts], [p["accuracy"] for p in pts]))
+    if not lines:
+        return False
+    all_x = [x for _, xs, _ in lines for x in xs]
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in all_x)
+    cats: List[Any] = []
+    if not numeric:
+        for x in all_x:
+            if x not in cats:
+                cats.append(x)
+    fig = _new()
+    ax = fig.add_subplot()
+    for name, xs, ys in lines:
+        color, marker = palette(name)
+        pos = xs if numeric else [cats.index(x) for x in xs]
+        ax.plot(pos, [100 * y for y in ys], marker=marker, color=color, label=name, linewidth=1.6, markersize=5)
+    if numeric:
+        _x_scale(ax, [float(x) for x in all_x])
+    else:
+        ax.set_xticks(range(len(cats)))
+        ax.set_xticklabels([fmt_num(c) for c in cats], rotation=30 if len(cats) > 5 else 0, ha="right"
+                           if len(cats) > 5 else "center", fontsize=8)
+    ax.set_xlabel(x_label(key))
+    _percent_axis(ax)
+    ax.legend(fontsize=8, loc="best", ncol=1 if len(lines) <= 8 else 2)
+    ax.set_title(f"{view.label(cid)}: accuracy against {x_label(key)}")
+    _save(fig, path)
+    return True
+
+
+def _history_keys(history: List[Mapping[str, Any]], word: str) -> List[str]:
+    keys: List[str] = []
+    for h in history:
+        keys += [k for k, v in h.items() if word in k and isinstance(v, (int, float)) and k not in keys]
+    return keys
+
+
+def training_plot(history: List[Mapping[str, Any]], path: Path, title: str) -> bool:
+    """Accuracy (left) and loss (right) against epoch for one training history."""
+    acc_keys, loss_keys = _history_keys(history, "accuracy"), _history_keys(history, "loss")
+    if not history or not (acc_keys or loss_keys):
+        return False
+    panels = [(k, "accuracy (%)") for k in [acc_keys] if k] + [(k, "loss") for k in [loss_keys] if k]
+    fig = _new((6.4 * len(panels) / 1.4 if len(panels) > 1 else 6.4, 4.0))
+    for i, (keys, ylabel) in enumerate(panels, 1):
+        ax = fig.add_subplot(1, len(panels), i)
+        for key in keys:
+            pts = [(h["epoch"], h[key]) for h in history if isinstance(h.get(key), (int, float))]
+            scale = 100 if ylabel.startswith("accuracy") else 1
+            ax.plot([p[0] for p in pts], [scale * p[1] for p in pts], marker="o", markersize=3, label=key)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    _save(fig, path)
+    return True
+
+
+def finetune_plot(view: RunView, path: Path, palette: _Palette) -> bool:
+    """Validation accuracy during fine-tuning, one line per variant that was fine-tuned."""
+    lines = []
+    for v in view.variants:
+        hist = [h for h in v.get("finetune_history") or [] if isinstance(h.get("val_accuracy"), (int, float))]
+        if hist:
+            lines.append((v["name"], [h["epoch"] for h in hist], [100 * h["val_accuracy"] for h in hist]))
+    if not lines:
+        return False
+    fig = _new()
+    ax = fig.add_subplot()
+    for name, xs, ys in lines:
+        color, marker = palette(name)
+        ax.plot(xs, ys, marker=marker, color=color, label=name, markersize=4)
+    ax.set_xlabel("fine-tuning epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+    ax.set_ylabel("val accuracy (%)")
+    ax.legend(fontsize=8)
+    ax.set_title("Fine-tuning: validation accuracy")
+    _save(fig, path)
+    return True
+
+
+def make_plots(view: RunView, run_dir: Path) -> Dict[str, Figure]:
+    """Draw every plot into ``run_dir/plots``; return figures keyed ``frontier``, ``size:<check>``,
+    ``curve:<check>``, ``training``, ``finetune`` (only those that had data).
+
+    Stale ``*.png`` files in the plot folder from earlier renders are removed.
+    """
+    out_dir = Path(run_dir) / PLOT_DIR
+    palette = _Palette([v["name"] for v in view.variants])
+    figs: Dict[str, Figure] = {}
+    used: set = set()
+
+    def target(stem: str) -> Tuple[str, Path]:
+        name, i = stem, 2
+        while name in used:
+            name, i = f"{stem}-{i}", i + 1
+        used.add(name)
+        return f"{PLOT_DIR}/{name}.png", out_dir / f"{name}.png"
+
+    def add(key: str, stem: str, title: str, caption: str, draw) -> None:
+        rel, path = target(stem)
+        if draw(path):
+            figs[key] = Figure(rel, title, caption)
+        else:
+            used.discard(Path(rel).stem)
+
+    add("frontier", "frontier", "Clean and robust accuracy against size",
+        "Filled markers: clean accuracy; hollow squares: robust accuracy (see the table's footnote).",
+        lambda p: frontier_plot(view, p, palette))
+    for cid in view.check_ids:
+        add(f"size:{cid}", f"size_{_slug(cid)}", f"{view.label(cid)}: accuracy against size",
+            "One point per variant; log-scaled size.", lambda p, c=cid: size_plot(view, c, p, palette))
+    for cid in view.curve_ids():
+        add(f"curve:{cid}", f"curve_{_slug(cid)}", f"{view.label(cid)}: accuracy curve",
+            "One line per variant.", lambda p, c=cid: curve_plot(view, c, p, palette))
+    base_hist = (view.results.get("base") or {}).get("history") or []
+    add("training", "training_base", "Base model training", "Training history of the dense base model.",
+        lambda p: training_plot(base_hist, p, "Base model training"))
+    add("finetune", "training_finetune", "Fine-tuning", "Validation accuracy while fine-tuning each variant.",
+        lambda p: finetune_plot(view, p, palette))
+    if out_dir.is_dir():
+        keep = {out_dir / Path(f.path).name for f in figs.values()}
+        for old in out_dir.glob("*.png"):
+            if old not in keep:
+                old.unlink()
+    return figs

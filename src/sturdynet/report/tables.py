@@ -1,0 +1,235 @@
+"""Tables of the report (one table model for Markdown, HTML and the CLI summary)."""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from .format import (DASH, fmt_bits, fmt_bytes, fmt_int, fmt_method, fmt_num, fmt_params, fmt_pct, fmt_ratio,
+                     fmt_seconds)
+from .model import Cell, Column, Para, Table, Text, para
+from .schema import validate_results
+from .view import RunView
+
+#: metric keys that are not shown as scalar extras in the per-check tables
+_NOT_EXTRAS = ("accuracy", "per_sample", "curve", "flags")
+_MAX_CURVE_COLUMNS = 12
+
+
+def _status_cell(status: str) -> Cell:
+    return Cell(status, cls="ok" if status == "ok" else "failed" if status == "failed" else "pending")
+
+
+def variant_values(view: RunView, v: Mapping[str, Any]) -> Dict[str, str]:
+    """The formatted summary fields of one variant (shared by the main table and :func:`summary_rows`)."""
+    rob = view.robust(v)
+    robust = fmt_pct(rob.accuracy)
+    if rob.accuracy is not None and rob.from_min and rob.source:
+        robust = f"{robust} ({rob.source})"
+    return {
+        "variant": v["name"],
+        "method": fmt_method(v.get("method"), v.get("params")),
+        "size": fmt_bytes(v.get("size_bytes")),
+        "bytes": fmt_int(v.get("size_bytes")),
+        "ratio": fmt_ratio(view.ratio(v)),
+        "sparsity": fmt_pct(v.get("sparsity")),
+        "bits": fmt_bits(v.get("bits")),
+        "clean": fmt_pct(view.accuracy(v, view.clean_id)),
+        "robust": robust,
+        "status": v.get("status", DASH),
+    }
+
+
+def summary_rows(results: Mapping[str, Any]) -> List[Dict[str, str]]:
+    """One dict per variant for a console table, values already formatted.
+
+    Keys, in display order: ``variant, method, size, ratio, clean, robust, status``
+    (``size`` in B/KiB/MiB, ``ratio`` like ``"7.07x"``, accuracies like ``"99.2%"``;
+    a robust value taken as the minimum over checks names that check in parentheses).
+
+    Raises:
+        ValueError: ``results`` does not follow the results.json schema.
+    """
+    view = RunView(validate_results(results))
+    keys = ("variant", "method", "size", "ratio", "clean", "robust", "status")
+    return [{k: variant_values(view, v)[k] for k in keys} for v in view.variants]
+
+
+def check_title(view: RunView, cid: str) -> str:
+    """Column title of a check: its label plus its first setting, e.g. ``"PGD @ eps=0.1"``."""
+    s = view.setting(cid)
+    return view.label(cid) + (f" @ {s[0]}={fmt_num(s[1])}" if s else "")
+
+
+def main_table(view: RunView) -> Table:
+    """Variants against size, compression facts and the accuracy of every check."""
+    has_robust = any(view.robust(v).accuracy is not None for v in view.variants)
+    cols = [Column("Variant"), Column("Method"), Column("Size", "right"), Column("Bytes", "right"),
+            Column("Ratio", "right"), Column("Sparsity", "right"), Column("Bits", "right"),
+            Column("Clean", "right")]
+    if has_robust:
+        cols.append(Column("Robust", "right"))
+    cols += [Column(check_title(view, c), "right") for c in view.other_ids]
+    cols.append(Column("Status"))
+    rows = []
+    for v in view.variants:
+        f = variant_values(view, v)
+        cells = [Cell(f["variant"], strong=True), Cell(f["method"]), Cell(f["size"]), Cell(f["bytes"]),
+                 Cell(f["ratio"]), Cell(f["sparsity"]), Cell(f["bits"]), Cell(f["clean"])]
+        if has_robust:
+            cells.append(Cell(f["robust"], strong=f["robust"] != DASH))
+        cells += [Cell(fmt_pct(view.accuracy(v, c))) for c in view.other_ids]
+        cells.append(_status_cell(f["status"]))
+        rows.append(tuple(cells))
+    return Table(tuple(cols), tuple(rows), tuple(_main_notes(view, has_robust)))
+
+
+def _main_notes(view: RunView, has_robust: bool) -> List[Para]:
+    notes = []
+    ref_name, ref_size = view.reference
+    if ref_name is not None:
+        what = "the dense variant" if view.reference_is_dense else "the largest variant (no dense variant)"
+        notes.append(para("Ratio = size of ", Text(ref_name, "code"), f" ({what}, {fmt_int(ref_size)} B) / size of the "
+                          "variant. Sizes are packed storage: 1 KiB = 1024 B, 1 MiB = 1024 KiB.", cls="note"))
+    if has_robust:
+        rid, others = view.robust_id, ", ".join(view.other_ids) or DASH
+        text = ("Robust = accuracy of the ", Text(rid, "code"),
+                " check (per-sample worst case over its attacks)") if rid else ()
+        if any(view.robust(v).from_min and view.robust(v).accuracy is not None for v in view.variants):
+            sep = "; where it is missing, " if rid else "Robust = "
+            text += (f"{sep}the minimum accuracy over the non-clean checks ({others}); the check that gave the "
+                     "minimum is named in parentheses",)
+        notes.append(para(*text, ".", cls="note"))
+    if view.other_ids:
+        notes.append(para("Check columns give each check's accuracy at its first setting; curves below.", cls="note"))
+    return notes
+
+
+def _flatten(metrics: Mapping[str, Any]) -> Dict[str, Any]:
+    """Scalar extras of a check, one level of mappings flattened as ``parent.key``."""
+    out: Dict[str, Any] = {}
+    for k, v in metrics.items():
+        if k in _NOT_EXTRAS:
+            continue
+        if isinstance(v, Mapping):
+            for k2, v2 in v.items():
+                if not isinstance(v2, (Mapping, list)):
+                    out[f"{k}.{k2}"] = v2
+        elif isinstance(v, list):
+            if all(not isinstance(x, (Mapping, list)) for x in v) and len(v) <= 8:
+                out[k] = v
+        else:
+            out[k] = v
+    return out
+
+
+def _fmt_extra(key: str, value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+            "accuracy" in key or key.startswith("per_attack.")) and 0 <= value <= 1:
+        return fmt_pct(value)
+    return fmt_num(value)
+
+
+def check_table(view: RunView, cid: str) -> Table:
+    """Per-variant details of one check: accuracy and every scalar extra it recorded."""
+    flat = {v["name"]: _flatten(view.metrics(v).get(cid) or {}) for v in view.ok_variants}
+    keys: List[str] = []
+    for f in flat.values():
+        keys += [k for k in f if k not in keys]
+    cols = (Column("Variant"), Column("Accuracy", "right")) + tuple(Column(k, "right") for k in keys)
+    rows = []
+    for v in view.ok_variants:
+        if cid not in view.metrics(v):
+            continue
+        f = flat[v["name"]]
+        rows.append((Cell(v["name"], strong=True), Cell(fmt_pct(view.accuracy(v, cid))))
+                    + tuple(Cell(_fmt_extra(k, f[k]) if k in f else DASH) for k in keys))
+    return Table(cols, tuple(rows))
+
+
+def curve_table(view: RunView, cid: str) -> Optional[Table]:
+    """Accuracy at every curve setting (variants x settings); None if the settings do not fit a table."""
+    key = view.curve_x_key(cid)
+    if key is None:
+        return None
+    xs: List[Any] = []
+    per: List[Tuple[str, Dict[Any, float]]] = []
+    for v in view.ok_variants:
+        k, pts = view.curve(v, cid)
+        if not pts or k != key:
+            continue
+        row = {}
+        for p in pts:
+            x = p.get(key)
+            if isinstance(x, float) and math.isnan(x):
+                continue
+            row.setdefault(x, p["accuracy"])
+            if x not in xs:
+                xs.append(x)
+        per.append((v["name"], row))
+    if not xs or len(xs) > _MAX_CURVE_COLUMNS:
+        return None
+    cols = (Column("Variant"),) + tuple(Column(f"{key}={fmt_num(x)}", "right") for x in xs)
+    rows = tuple((Cell(name, strong=True),) + tuple(Cell(fmt_pct(row.get(x))) for x in xs) for name, row in per)
+    return Table(cols, rows)
+
+
+def timing_table(view: RunView) -> Optional[Table]:
+    """Seconds spent per variant and phase; None when no variant recorded any."""
+    keys: List[str] = []
+    for v in view.variants:
+        keys += [k for k in (v.get("seconds") or {}) if k not in keys]
+    if not keys:
+        return None
+    cols = (Column("Variant"),) + tuple(Column(k, "right") for k in keys)
+    rows = tuple((Cell(v["name"], strong=True),) + tuple(Cell(fmt_seconds((v.get("seconds") or {}).get(k)))
+                                                          for k in keys) for v in view.variants)
+    return Table(cols, rows)
+
+
+def _join_scalars(m: Mapping[str, Any], skip: Tuple[str, ...] = ()) -> str:
+    return ", ".join(f"{k}={fmt_num(v)}" for k, v in m.items()
+                     if k not in skip and not isinstance(v, (Mapping, list)) and v is not None)
+
+
+def _data_fact(d: Mapping[str, Any]) -> str:
+    parts = [str(d.get("name", "?"))]
+    splits = [f"{k} {fmt_int(d[k])}" for k in ("train", "val", "test") if isinstance(d.get(k), int)]
+    if splits:
+        parts.append(" / ".join(splits))
+    if d.get("num_classes") is not None:
+        parts.append(f"{d['num_classes']} classes")
+    if isinstance(d.get("input_size"), list):
+        parts.append("input " + "×".join(str(s) for s in d["input_size"]))
+    rest = _join_scalars(d, ("name", "train", "val", "test", "num_classes"))
+    return ", ".join(parts + ([rest] if rest else []))
+
+
+def facts_table(view: RunView) -> Table:
+    """The run's facts: recipe, seed, data, model, training, versions, commit, machine, times."""
+    r, recipe = view.results, view.recipe
+    rows: List[Tuple[str, str]] = [("Recipe", str(r["name"])), ("Seed", fmt_num(r.get("seed")))]
+    if r.get("data"):
+        rows.append(("Data", _data_fact(r["data"])))
+    model = recipe.get("model")
+    if isinstance(model, Mapping):
+        rest = fmt_params({k: v for k, v in model.items() if k != "name"})
+        rows.append(("Model", f"{model.get('name', '?')}" + (f" ({rest})" if rest else "")))
+    if isinstance(recipe.get("train"), Mapping):
+        rows.append(("Training", _join_scalars(recipe["train"])))
+    base = r.get("base") or {}
+    hist = base.get("history") or []
+    if base:
+        last = hist[-1] if hist else {}
+        text = f"{len(hist)} epochs in {fmt_seconds(base.get('seconds'))}"
+        if isinstance(last.get("val_accuracy"), (int, float)):
+            text += f", final val accuracy {fmt_pct(last['val_accuracy'])}"
+        rows.append(("Base model", text))
+    if r.get("versions"):
+        rows.append(("Versions", ", ".join(f"{k} {v}" for k, v in r["versions"].items())))
+    rows.append(("Git commit", r.get("git_commit") or "unknown (not recorded)"))
+    if r.get("machine"):
+        rows.append(("Machine", _join_scalars(r["machine"])))
+    for key in ("started", "updated"):
+        if r.get(key):
+            rows.append((key.capitalize(), r[key]))
+    return Table((Column("Fact"), Column("Value")), tuple((Cell(a, strong=True), Cell(b)) for a, b in rows))
