@@ -1,0 +1,130 @@
+"""Bit-error-rate (BER) injection: every stored bit flips independently with probability r.
+
+Weights: the bits of the bit view (:mod:`sturdynet.faults.bitview`: k-bit integers,
+binary, float16 or float32 storage). The Bernoulli mask over all ``N`` stored bits is
+drawn exactly and without a Python loop over bits: the number of flips is one draw of
+Binomial(N, r) and the flipped positions are a uniform subset of that size, which is
+the same distribution as N independent Bernoulli(r) bits (memory O(flips), not O(N)).
+
+Activations (optional, ``activations=True``): a forward hook on every conv/linear layer
+flips each bit of its float32 output with probability r, afresh at every forward call
+(transient faults in the activation memory), with the same binomial-then-positions draw.
+
+The ``ber`` check reports accuracy-against-BER curves, mean and standard deviation over
+Monte-Carlo trials.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..config import rng
+from ..evaluate.base import CheckContext, SampleParams, eval_split
+from ..registry import CHECKS, FAULTS
+from .bitview import BitView, ViewParams, deploy, weight_layers
+from .common import accuracy, binomial_count, curve_point, sample_positions, trial_generator
+
+
+def flip_float32(t: Tensor, rate: float, generator: torch.Generator) -> Tuple[Tensor, int]:
+    """A copy of float32 tensor ``t`` with each of its bits flipped with probability ``rate``."""
+    if t.dtype != torch.float32:
+        raise ValueError(f"flip_float32 needs a float32 tensor, got {t.dtype}")
+    k = binomial_count(t.numel() * 32, rate, generator)
+    if k == 0:
+        return t, 0
+    pos = sample_positions(t.numel() * 32, k, generator)
+    mask = torch.zeros(t.numel(), dtype=torch.long)
+    mask.index_add_(0, pos // 32, torch.ones_like(pos) << (pos % 32))
+    mask = torch.where(mask >= 2 ** 31, mask - 2 ** 32, mask).int().to(t.device)
+    out = (t.contiguous().view(torch.int32).reshape(-1) ^ mask).view(torch.float32).reshape(t.shape)
+    return out, k
+
+
+class _ActivationFaults:
+    """Forward hook: transient float32 bit errors on a layer's output."""
+
+    def __init__(self, rate: float, generator: torch.Generator) -> None:
+        self.rate = rate
+        self.generator = generator
+        self.flips = 0
+
+    def __call__(self, module: nn.Module, inputs, output: Tensor) -> Tensor:
+        out, k = flip_float32(output.float(), self.rate, self.generator)
+        self.flips += k
+        return out.to(output.dtype)
+
+
+@dataclass(frozen=True)
+class BERParams(ViewParams):
+    rate: float = rng(0, 1, default=1e-5)
+    activations: bool = False
+
+
+@FAULTS.register("ber", params=BERParams)
+class BitErrors:
+    """Flip every stored weight bit independently with probability ``rate`` (and, with
+    ``activations``, every float32 activation bit of every conv/linear output).
+
+    ``inject(model, generator) -> (faulty deployed copy, record)``.
+    """
+
+    def __init__(self, rate: float = 1e-5, activations: bool = False, bits: int = 8,
+                 float_layers: str = "int", per_channel: bool = False) -> None:
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be in [0, 1], got {rate}")
+        self.rate = float(rate)
+        self.activations = activations
+        self.view = ViewParams(bits=bits, float_layers=float_layers, per_channel=per_channel)  # type: ignore[arg-type]
+
+    def inject(self, model: nn.Module, generator: torch.Generator) -> Tuple[nn.Module, dict]:
+        faulty = deploy(model, self.view)
+        view = BitView(faulty, self.view.float_layers)
+        k = binomial_count(view.total_bits, self.rate, generator)
+        pos = sample_positions(view.total_bits, k, generator)
+        per_layer = {}
+        for i, elem, bit in view.locate(pos):
+            view.flip(i, elem, bit)
+            per_layer[view.sites[i].name] = int(elem.numel())
+        record = {"fault": "ber", "rate": self.rate, "flips": int(k), "bits": view.total_bits, "per_layer": per_layer}
+        if self.activations and self.rate > 0:
+            hook = _ActivationFaults(self.rate, generator)
+            for _, m in weight_layers(faulty):
+                m.register_forward_hook(hook)
+            record["activation_faults"] = hook  # .flips counts activation flips so far
+        return faulty, record
+
+
+@dataclass(frozen=True)
+class BERCheckParams(SampleParams, ViewParams):
+    rates: Tuple[float, ...] = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+    trials: int = rng(1, None, default=5)
+    activations: bool = False
+    samples: Optional[int] = rng(1, None, default=1000)
+
+
+@CHECKS.register("ber", params=BERCheckParams)
+def ber_check(model: nn.Module, data, params: BERCheckParams, ctx: CheckContext) -> dict:
+    """Accuracy against bit-error rate; ``accuracy`` is the mean at the first rate and
+    ``curve`` lists ``{ber, accuracy, std, trials, flips}`` (``flips``: mean weight-bit
+    flips per trial). No ``per_sample``: the outcome is a distribution over trials."""
+    if not params.rates or any(not 0.0 <= r <= 1.0 for r in params.rates):
+        raise ValueError(f"rates must be a non-empty list of values in [0, 1], got {params.rates}")
+    split = eval_split(data, params.samples)
+    view_p = ViewParams(params.bits, params.float_layers, params.per_channel)
+    base = deploy(model, view_p).to(ctx.device).eval()
+    clean = accuracy(base, split, params.batch_size)
+    curve = []
+    for j, r in enumerate(params.rates):
+        fm = BitErrors(r, params.activations, params.bits, params.float_layers, params.per_channel)
+        accs, flips = [], []
+        for t in range(params.trials):
+            faulty, rec = fm.inject(base, trial_generator(ctx.seed, 23, j, t))
+            accs.append(accuracy(faulty, split, params.batch_size))
+            flips.append(rec["flips"])
+        curve.append(curve_point("ber", r, accs, flips=sum(flips) / len(flips)))
+    view = BitView(base, params.float_layers)
+    return {"accuracy": curve[0]["accuracy"], "samples": len(split), "clean_accuracy": clean,
+            "ber": params.rates[0], "stored_bits": view.total_bits, "curve": curve}

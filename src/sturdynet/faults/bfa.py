@@ -1,0 +1,194 @@
+"""The Bit-Flip Attack with progressive bit search (Rakin, He and Fan, arXiv 1903.12269).
+
+The attacker flips stored weight bits (Row-Hammer) to crush a quantized network. Each
+iteration of the progressive bit search (paper section 4):
+
+1. Loss ``L`` = cross-entropy of the model on one attack batch against fixed labels, the
+   model's own predictions on that batch before the attack (the attacker needs no labels).
+2. In-layer search, for every layer: take the ``k_top`` weights with the largest
+   ``|dL/dw|``; the gradient on bit ``j`` of a k-bit two's-complement weight
+   ``w = s * (-2^(k-1) b_(k-1) + sum_j 2^j b_j)`` is ``dL/db_j = dL/dw * s * c_j`` with
+   ``c_j = 2^j`` and ``c_(k-1) = -2^(k-1)``. A bit may flip only when the flip goes
+   uphill to first order: ``b_j = 0`` with ``dL/db_j > 0`` or ``b_j = 1`` with
+   ``dL/db_j < 0`` (the paper's ``m = b XOR (sign(dL/db)/2 + 1/2)`` mask). Among those,
+   the ``n`` bits with the largest ``|dL/db|`` form the layer's candidate.
+3. Cross-layer search: apply each layer's candidate alone, measure ``L``, undo; commit
+   the layer with the largest loss. If no candidate raises the loss above the current
+   one, ``n`` grows by one and the search repeats (as the authors' code does).
+4. Stop when accuracy on held-out data falls to random guess + 1% or the flip budget
+   runs out.
+
+Binary weights (``w = (2b - 1) s``) use ``dL/db = 2 s dL/dw``. Float32/float16 storage
+is not supported (the paper's gradient rule is for fixed-point bits).
+
+Deviations: the attack runs on a deep copy (the caller's model is never changed); with
+a per-channel scale the bit gradient includes each weight's own step ``s``.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.base import Split
+from ..nn.grad_mode import gradient_mode, has_estimators
+from .bitview import BitView, ViewParams, deploy
+from .common import accuracy
+
+
+@dataclass
+class BFAResult:
+    """What one attack did.
+
+    Attributes:
+        model: the attacked deployed copy.
+        flips: bits flipped in total.
+        flips_to_random: flips when held-out accuracy first reached the target (None: never).
+        curve: ``[{flips, accuracy, loss}]`` after every iteration, starting at 0 flips.
+        history: per iteration the layer and the (weight index, bit) pairs flipped.
+        seconds: wall time of the search (held-out evaluations excluded).
+        stalled: True when no bit could raise the loss any more.
+    """
+
+    model: nn.Module
+    flips: int
+    flips_to_random: Optional[int]
+    curve: List[dict]
+    history: List[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    stalled: bool = False
+
+
+class BitFlipAttack:
+    """Untargeted BFA with progressive bit search.
+
+    Args:
+        k_top: weights per layer ranked by gradient magnitude (paper: 10).
+        max_flips: flip budget.
+        target_accuracy: stop at or below this held-out accuracy (default: 1/classes + 0.01).
+        view: storage of float layers (the paper quantizes them to 8 bits per layer).
+        batch_size: batch size of the held-out evaluations.
+    """
+
+    def __init__(self, k_top: int = 10, max_flips: int = 100, target_accuracy: Optional[float] = None,
+                 view: ViewParams = ViewParams(), batch_size: int = 512) -> None:
+        if k_top < 1:
+            raise ValueError(f"k_top must be >= 1, got {k_top}")
+        if max_flips < 1:
+            raise ValueError(f"max_flips must be >= 1, got {max_flips}")
+        if view.float_layers in ("float32", "float16"):
+            raise ValueError("bfa flips fixed-point bits: use float_layers 'int' (quantize float layers) or 'skip'")
+        self.k_top = k_top
+        self.max_flips = max_flips
+        self.target_accuracy = target_accuracy
+        self.view = view
+        self.batch_size = batch_size
+
+    # -- in-layer search -----------------------------------------------------------------
+    def candidate(self, view: BitView, i: int, grad: Tensor, n: int) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
+        """The ``n`` uphill bits with the largest bit gradients among the layer's top-k
+        weights: (weight indices, bit indices, |dL/db|), or None when no bit goes uphill."""
+        site = view.sites[i]
+        g = grad.reshape(-1)
+        k = min(self.k_top, site.numel)
+        idx = g.abs().topk(k).indices
+        gw = g[idx].double()
+        scale = view._scale(site).expand_as(site.module.weight).reshape(-1)[idx].double()
+        words = view.words(i)[idx]
+        planes = torch.arange(site.bits, device=words.device)
+        b = (words[:, None] >> planes[None, :]) & 1
+        if site.kind == "binary":
+            coef = torch.full((1,), 2.0, dtype=torch.float64, device=gw.device)
+        else:
+            coef = (2.0 ** torch.arange(site.bits, dtype=torch.float64, device=gw.device))
+            coef[-1] = -coef[-1]
+        gb = gw[:, None] * scale[:, None] * coef[None, :]
+        uphill = ((b == 0) & (gb > 0)) | ((b == 1) & (gb < 0))
+        score = (gb.abs() * uphill).reshape(-1)
+        avail = int((score > 0).sum())
+        if avail == 0:
+            return None
+        top = score.topk(min(n, avail)).indices
+        return idx[top // site.bits].cpu(), (top % site.bits).cpu(), score[top].cpu()
+
+    # -- the attack ---------------------------------------------------------------------
+    def _loss(self, model: nn.Module, x: Tensor, y: Tensor) -> float:
+        with torch.no_grad():
+            return float(F.cross_entropy(model(x), y))
+
+    def run(self, model: nn.Module, x_attack: Tensor, held_out: Split, num_classes: int) -> BFAResult:
+        """Attack a deep copy of ``model`` (deployed with the attack's view).
+
+        Args:
+            model: the victim (unchanged).
+            x_attack: the attack batch (N, C, H, W) in [0, 1].
+            held_out: data whose accuracy decides when to stop (and fills the curve).
+            num_classes: for the random-guess target.
+        """
+        if x_attack.dim() != 4 or x_attack.shape[0] == 0:
+            raise ValueError(f"x_attack must be a non-empty (N, C, H, W) batch, got {tuple(x_attack.shape)}")
+        target = self.target_accuracy if self.target_accuracy is not None else 1.0 / num_classes + 0.01
+        victim = deploy(model, self.view).eval()
+        view = BitView(victim, self.view.float_layers)
+        for s in view.sites:
+            if s.kind not in ("int", "binary"):
+                raise ValueError(f"bfa cannot attack layer {s.name}: it is stored as {s.kind}")
+        device = next(victim.parameters()).device
+        x = x_attack.to(device)
+        weights = [s.module.weight for s in view.sites]
+        for w in weights:
+            w.requires_grad_(True)
+        estimators = has_estimators(victim)
+        with torch.no_grad():
+            y = victim(x).argmax(1)
+        loss = self._loss(victim, x, y)
+        acc = accuracy(victim, held_out, self.batch_size)
+        curve = [{"flips": 0, "accuracy": acc, "loss": loss}]
+        history: List[dict] = []
+        flips, reached, stalled, seconds = 0, (0 if acc <= target else None), False, 0.0
+        while reached is None and flips < self.max_flips:
+            t0 = time.perf_counter()
+            est = gradient_mode(victim, "ste") if estimators else contextlib.nullcontext()
+            with est, torch.enable_grad():
+                out = victim(x)
+                grads = torch.autograd.grad(F.cross_entropy(out, y), weights)
+                loss = float(F.cross_entropy(out.detach(), y))
+            best, n = None, 1
+            while n <= self.max_flips - flips:
+                best = None
+                for i in range(len(view.sites)):
+                    cand = self.candidate(view, i, grads[i], n)
+                    if cand is None:
+                        continue
+                    saved = view.sites[i].module.weight.detach().clone()
+                    view.flip(i, cand[0], cand[1])
+                    trial = self._loss(victim, x, y)
+                    view.sites[i].module.weight.data.copy_(saved)
+                    if best is None or trial > best[0]:
+                        best = (trial, i, cand)
+                if best is None or best[0] > loss:
+                    break
+                n += 1
+            if best is None or best[0] <= loss:
+                stalled = True
+                seconds += time.perf_counter() - t0
+                break
+            new_loss, i, (elem, bit, _) = best
+            view.flip(i, elem, bit)
+            flips += int(elem.numel())
+            seconds += time.perf_counter() - t0
+            history.append({"layer": view.sites[i].name, "weights": elem.tolist(), "bits": bit.tolist(),
+                            "loss": new_loss})
+            acc = accuracy(victim, held_out, self.batch_size)
+            curve.append({"flips": flips, "accuracy": acc, "loss": new_loss})
+            if acc <= target:
+                reached = flips
+        for w in weights:
+            w.requires_grad_(False)
+        return BFAResult(model=victim, flips=flips, flips_to_random=reached, curve=curve, history=history,
+                         seconds=seconds, stalled=stalled)

@@ -1,0 +1,76 @@
+"""Shared pieces of the fault models and checks: seeded bit sampling and accuracy."""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..data.base import Split
+from ..evaluate.base import correct_mask
+
+
+def sample_positions(total: int, k: int, generator: torch.Generator) -> Tensor:
+    """``k`` distinct positions drawn uniformly from ``range(total)`` (sorted int64, CPU).
+
+    Draws with replacement, drops duplicates and draws again for the missing ones; by
+    exchangeability the result is a uniform ``k``-subset. Memory is O(k), so it works
+    for the billions of bits of a float32 model.
+    """
+    if total < 0 or k < 0:
+        raise ValueError(f"total and k must be >= 0, got {total} and {k}")
+    if k > total:
+        raise ValueError(f"cannot pick {k} distinct bits out of {total}")
+    if k == 0:
+        return torch.empty(0, dtype=torch.long)
+    if 4 * k > total:
+        return torch.sort(torch.randperm(total, generator=generator)[:k]).values
+    picked = torch.unique(torch.randint(0, total, (k,), generator=generator))
+    while picked.numel() < k:
+        more = torch.randint(0, total, (k - picked.numel(),), generator=generator)
+        picked = torch.unique(torch.cat([picked, more]))
+    return picked
+
+
+def binomial_count(n: int, p: float, generator: torch.Generator) -> int:
+    """One draw of Binomial(n, p): how many of ``n`` independent bits flip at rate ``p``."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"bit error rate must be in [0, 1], got {p}")
+    if n == 0 or p == 0.0:
+        return 0
+    if p == 1.0:
+        return n
+    k = torch.binomial(torch.tensor([float(n)], dtype=torch.float64), torch.tensor([p], dtype=torch.float64),
+                       generator=generator)
+    return int(k.item())
+
+
+def trial_generator(seed: int, *keys: int) -> torch.Generator:
+    """A CPU generator seeded from the run seed and integer keys (rate index, trial...)."""
+    s = seed
+    for k in keys:
+        s = (s * 1_000_003 + int(k) + 1) % (2 ** 62)
+    return torch.Generator().manual_seed(s)
+
+
+def accuracy(model: nn.Module, split: Split, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) on ``split``."""
+    if len(split) == 0:
+        raise ValueError("cannot measure accuracy on an empty split")
+    return float(correct_mask(model, split.x, split.y, batch_size).float().mean())
+
+
+def mean_std(values: Sequence[float]) -> Dict[str, float]:
+    """Mean and (population) standard deviation of a list of numbers."""
+    vals = [float(v) for v in values]
+    if not vals:
+        return {"mean": float("nan"), "std": float("nan")}
+    m = sum(vals) / len(vals)
+    return {"mean": m, "std": math.sqrt(sum((v - m) ** 2 for v in vals) / len(vals))}
+
+
+def curve_point(key: str, x: float, accs: List[float], **extra: float) -> dict:
+    """One point of an accuracy curve: ``{key: x, accuracy: mean, std: ..., trials: n}``."""
+    ms = mean_std(accs)
+    return {key: x, "accuracy": ms["mean"], "std": ms["std"], "trials": len(accs), **extra}
