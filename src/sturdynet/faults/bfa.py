@@ -141,6 +141,7 @@ class BitFlipAttack:
         device = next(victim.parameters()).device
         x = x_attack.to(device)
         weights = [s.module.weight for s in view.sites]
+        flags = [w.requires_grad for w in weights]
         for w in weights:
             w.requires_grad_(True)
         estimators = has_estimators(victim)
@@ -188,7 +189,7 @@ class BitFlipAttack:
             curve.append({"flips": flips, "accuracy": acc, "loss": new_loss})
             if acc <= target:
                 reached = flips
-        for w in weights:
-            w.requires_grad_(False)
+        for w, f in zip(weights, flags):
+            w.requires_grad_(f)
         return BFAResult(model=victim, flips=flips, flips_to_random=reached, curve=curve, history=history,
                          seconds=seconds, stalled=stalled)
