@@ -26,7 +26,7 @@ def attach_mask(module: nn.Module, param: str, mask: Tensor) -> None:
     p = getattr(module, param)
     if mask.shape != p.shape:
         raise ValueError(f"mask shape {tuple(mask.shape)} does not match {param} {tuple(p.shape)}")
-    mask = mask.to(device=p.device, dtype=torch.bool)
+    mask = mask.to(device=p.device, dtype=torch.bool).contiguous()  # an expanded view cannot be loaded into
     name = param + SUFFIX
     if name in module._buffers:
         module._buffers[name] = mask

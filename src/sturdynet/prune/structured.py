@@ -99,7 +99,7 @@ def select_channels(model: nn.Module, groups: List[ChannelGroup], params: Struct
 
 
 def _rows(mask_shape: torch.Size, keep: Tensor) -> Tensor:
-    return keep.view(-1, *([1] * (len(mask_shape) - 1))).expand(mask_shape)
+    return keep.view(-1, *([1] * (len(mask_shape) - 1))).expand(mask_shape).clone()
 
 
 def mask_channels(model: nn.Module, groups: List[ChannelGroup], keep: Mapping[str, Tensor]) -> None:
