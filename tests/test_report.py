@@ -78,10 +78,11 @@ def md_rows(md: str, first_header: str = "| Variant | Method |"):
     return rows
 
 
-@pytest.fixture()
-def rendered(tmp_path):
-    write(tmp_path, make_results())
-    return tmp_path, render_report(tmp_path)
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    write(run, make_results())
+    return run, render_report(run)
 
 
 def test_writes_files(rendered):
@@ -221,3 +222,31 @@ def test_validate_does_not_mutate():
     validate_results(res)
     summary_rows(res)
     assert res == before
+
+
+def test_failed_check_is_shown_and_marks_robust_incomplete(tmp_path):
+    """The runner records a check that raised as {"error": ...} and marks the variant failed."""
+    res = make_results()
+    dense = res["variants"][0]
+    dense["metrics"]["pgd"] = {"error": "RuntimeError: boom", "check_key": "abc"}
+    dense.update(status="failed", error="check pgd: RuntimeError: boom")
+    write(tmp_path, res)
+    render_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    row = md_rows(md)["dense"]
+    assert row["PGD @ eps=0.1"] == "error" and row["Clean"] == "99.2%"
+    assert row["Robust"] == "**99.0% (ber; incomplete)**" and row["Status"] == "failed"
+    assert "- `dense` / `pgd`: RuntimeError: boom" in md
+    assert "check_key" not in md
+    html = (tmp_path / "report.html").read_text()
+    assert '<td class="r failed">error</td>' in html
+
+
+def test_curve_x_key_skips_statistics():
+    from sturdynet.report.schema import curve_x_key
+
+    assert curve_x_key({"ber": 1e-5, "accuracy": 0.9, "std": 0.01, "trials": 5, "flips": 3.2}) == "ber"
+    assert curve_x_key({"accuracy": 0.9, "ber": 1e-5, "flips": 3.2, "std": 0.01, "trials": 5}) == "ber"
+    assert curve_x_key({"flips": 0, "accuracy": 0.9, "loss": 0.3}) == "flips"
+    with pytest.raises(ValueError):
+        curve_x_key({"accuracy": 0.9, "std": 0.1})

@@ -39,6 +39,12 @@ def _alerts(view: RunView) -> List[Block]:
         names = ", ".join(f"{v['name']} ({v.get('status')})" for v in bad)
         out.append(para(Text(f"{len(bad)} of {len(view.variants)} variants did not finish", "strong"), f": {names}.",
                         cls="danger" if any(v.get("status") == "failed" for v in bad) else ""))
+    done = {v["name"] for v in view.variants}
+    todo = [v.get("name") for v in view.recipe.get("variants") or [] if isinstance(v, Mapping)
+            and isinstance(v.get("name"), str) and v["name"] not in done]
+    if todo:
+        out.append(para(Text("Not run yet", "strong"), ": " + ", ".join(todo) + " (the run is in progress or was "
+                        "stopped; rerun it to resume)."))
     return out
 
 
@@ -63,6 +69,14 @@ def _failures(view: RunView) -> List[Block]:
         out.append(para(Text(v["name"], "strong"), " (", Text(method, "code"), f"): status {v.get('status')}"))
         err = v.get("error")
         out.append(Code(err) if err else para("No error message was recorded.", cls="note"))
+    items = []
+    for v in view.variants:
+        for cid in view.check_ids:
+            e = view.check_error(v, cid)
+            if e is not None:
+                items.append(para(*_where(v["name"], cid), ": " + e))
+    if items:
+        out += [para(Text("Failed checks", "strong"), " (the other checks of these variants ran):"), Bullets(tuple(items))]
     return out
 
 
@@ -91,7 +105,8 @@ def build_document(view: RunView, figs: Dict[str, Figure]) -> Document:
     title = f"sturdynet report: {r['name']}"
     blocks: List[Block] = list(_alerts(view))
     blocks += [Heading(2, "Run", _anchor("run", used)), facts_table(view)]
-    blocks += [Heading(2, "Results", _anchor("results", used)), main_table(view)]
+    blocks += [Heading(2, "Results", _anchor("results", used))]
+    blocks += [main_table(view)] if view.variants else [para("No variant has finished yet.")]
     if "frontier" in figs:
         blocks.append(figs["frontier"])
     blocks += [Heading(2, "Warnings", _anchor("warnings", used))] + _warnings(view)

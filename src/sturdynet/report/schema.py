@@ -16,10 +16,8 @@ from typing import Any, Mapping, Tuple, Union
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
 
-#: curve keys that hold y values, never the x value
-Y_KEYS = ("accuracy",)
-#: preferred x keys, in order, when a curve point has several non-accuracy keys
-X_KEYS = ("eps", "flips", "ber", "severity", "sigma", "radius", "rate", "bits", "steps", "sparsity", "noise")
+#: curve keys that hold y values or statistics, never the x value
+Y_KEYS = ("accuracy", "std", "trials", "loss", "samples", "seconds")
 
 
 def results_path(run: Union[str, Path]) -> Path:
@@ -106,18 +104,22 @@ def _describe(v: Any) -> str:
 
 
 def curve_x_key(point: Mapping[str, Any]) -> str:
-    """The x key of a curve point: a known x key if present, else its first non-y key."""
-    keys = [k for k in point if k not in Y_KEYS]
-    for k in X_KEYS:
-        if k in keys:
-            return k
+    """The x key of a curve point: its first key that is not a y value or statistic.
+
+    E.g. ``{"ber": 1e-5, "accuracy": 0.9, "std": 0.01, "trials": 5, "flips": 3.2}`` -> ``"ber"``
+    (checks write the x key first; alphabetical order gives the same answer for the built-in checks).
+    """
+    keys = [k for k in point if k not in Y_KEYS and not k.endswith("accuracy") and not k.endswith("_std")]
     if not keys:
         raise ValueError("curve point has no x key")
     return keys[0]
 
 
 def _check_metrics(c: _Checker, metrics: Mapping, where: str) -> None:
-    c.fraction(c.get(metrics, "accuracy", where, ("num",), required=True), f"{where}.accuracy")
+    failed = c.get(metrics, "error", where, ("str", "none")) is not None
+    acc = c.get(metrics, "accuracy", where, ("num",), required=not failed)
+    if acc is not None:
+        c.fraction(acc, f"{where}.accuracy")
     c.get(metrics, "per_sample", where, ("str", "list"))
     flags = c.get(metrics, "flags", where, ("list",)) or []
     for i, f in enumerate(flags):
@@ -131,9 +133,10 @@ def _check_metrics(c: _Checker, metrics: Mapping, where: str) -> None:
         c.kind(p, pw, ("map",))
         c.fraction(c.get(p, "accuracy", pw, ("num",), required=True), f"{pw}.accuracy")
         if x_key is None:
-            if len(p) < 2:
+            try:
+                x_key = curve_x_key(p)
+            except ValueError:
                 c.fail(pw, "needs an x key (such as eps, flips, ber) besides 'accuracy'")
-            x_key = curve_x_key(p)
         c.get(p, x_key, pw, ("scalar",), required=True)
 
 

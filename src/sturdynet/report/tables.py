@@ -11,7 +11,7 @@ from .schema import validate_results
 from .view import RunView
 
 #: metric keys that are not shown as scalar extras in the per-check tables
-_NOT_EXTRAS = ("accuracy", "per_sample", "curve", "flags")
+_NOT_EXTRAS = ("accuracy", "per_sample", "curve", "flags", "error", "check_key")
 _MAX_CURVE_COLUMNS = 12
 
 
@@ -24,7 +24,7 @@ def variant_values(view: RunView, v: Mapping[str, Any]) -> Dict[str, str]:
     rob = view.robust(v)
     robust = fmt_pct(rob.accuracy)
     if rob.accuracy is not None and rob.from_min and rob.source:
-        robust = f"{robust} ({rob.source})"
+        robust = f"{robust} ({rob.source}{'; incomplete' if rob.incomplete else ''})"
     return {
         "variant": v["name"],
         "method": fmt_method(v.get("method"), v.get("params")),
@@ -54,6 +54,12 @@ def summary_rows(results: Mapping[str, Any]) -> List[Dict[str, str]]:
     return [{k: variant_values(view, v)[k] for k in keys} for v in view.variants]
 
 
+def _accuracy_cell(view: RunView, v: Mapping[str, Any], cid: str) -> Cell:
+    if view.check_error(v, cid) is not None:
+        return Cell("error", cls="failed")
+    return Cell(fmt_pct(view.accuracy(v, cid)))
+
+
 def check_title(view: RunView, cid: str) -> str:
     """Column title of a check: its label plus its first setting, e.g. ``"PGD @ eps=0.1"``."""
     s = view.setting(cid)
@@ -74,10 +80,11 @@ def main_table(view: RunView) -> Table:
     for v in view.variants:
         f = variant_values(view, v)
         cells = [Cell(f["variant"], strong=True), Cell(f["method"]), Cell(f["size"]), Cell(f["bytes"]),
-                 Cell(f["ratio"]), Cell(f["sparsity"]), Cell(f["bits"]), Cell(f["clean"])]
+                 Cell(f["ratio"]), Cell(f["sparsity"]), Cell(f["bits"]),
+                 _accuracy_cell(view, v, view.clean_id) if view.clean_id else Cell(f["clean"])]
         if has_robust:
             cells.append(Cell(f["robust"], strong=f["robust"] != DASH))
-        cells += [Cell(fmt_pct(view.accuracy(v, c))) for c in view.other_ids]
+        cells += [_accuracy_cell(view, v, c) for c in view.other_ids]
         cells.append(_status_cell(f["status"]))
         rows.append(tuple(cells))
     return Table(tuple(cols), tuple(rows), tuple(_main_notes(view, has_robust)))
@@ -98,6 +105,9 @@ def _main_notes(view: RunView, has_robust: bool) -> List[Para]:
             sep = "; where it is missing, " if rid else "Robust = "
             text += (f"{sep}the minimum accuracy over the non-clean checks ({others}); the check that gave the "
                      "minimum is named in parentheses",)
+            if any(view.robust(v).incomplete for v in view.variants):
+                text += ("; \"incomplete\": a check failed or is missing for that variant, so the worst case may "
+                         "be lower",)
         notes.append(para(*text, ".", cls="note"))
     if view.other_ids:
         notes.append(para("Check columns give each check's accuracy at its first setting; curves below.", cls="note"))
@@ -130,18 +140,18 @@ def _fmt_extra(key: str, value: Any) -> str:
 
 
 def check_table(view: RunView, cid: str) -> Table:
-    """Per-variant details of one check: accuracy and every scalar extra it recorded."""
-    flat = {v["name"]: _flatten(view.metrics(v).get(cid) or {}) for v in view.ok_variants}
+    """Per-variant details of one check: accuracy and every scalar extra it recorded
+    (every variant that has this check, finished or not)."""
+    with_check = [v for v in view.variants if cid in view.metrics(v)]
+    flat = {v["name"]: _flatten(view.metrics(v)[cid]) for v in with_check}
     keys: List[str] = []
     for f in flat.values():
         keys += [k for k in f if k not in keys]
     cols = (Column("Variant"), Column("Accuracy", "right")) + tuple(Column(k, "right") for k in keys)
     rows = []
-    for v in view.ok_variants:
-        if cid not in view.metrics(v):
-            continue
+    for v in with_check:
         f = flat[v["name"]]
-        rows.append((Cell(v["name"], strong=True), Cell(fmt_pct(view.accuracy(v, cid))))
+        rows.append((Cell(v["name"], strong=True), _accuracy_cell(view, v, cid))
                     + tuple(Cell(_fmt_extra(k, f[k]) if k in f else DASH) for k in keys))
     return Table(cols, tuple(rows))
 
@@ -220,7 +230,7 @@ def facts_table(view: RunView) -> Table:
     hist = base.get("history") or []
     if base:
         last = hist[-1] if hist else {}
-        text = f"{len(hist)} epochs in {fmt_seconds(base.get('seconds'))}"
+        text = f"{len(hist)} epoch{'' if len(hist) == 1 else 's'} in {fmt_seconds(base.get('seconds'))}"
         if isinstance(last.get("val_accuracy"), (int, float)):
             text += f", final val accuracy {fmt_pct(last['val_accuracy'])}"
         rows.append(("Base model", text))

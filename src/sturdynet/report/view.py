@@ -26,11 +26,14 @@ class Robust:
         accuracy: the value, None when the variant has no non-clean check.
         source: the check id that gave it.
         from_min: True when it is the minimum over checks (no ``robust`` check ran).
+        incomplete: a check that entered the minimum failed or is missing for this variant,
+            so the true worst case may be lower.
     """
 
     accuracy: Optional[float]
     source: Optional[str]
     from_min: bool
+    incomplete: bool = False
 
 
 def _num(x: Any) -> bool:
@@ -115,11 +118,19 @@ class RunView:
         if rid is not None and acc is not None:
             return Robust(acc, rid, False)
         best: Tuple[Optional[float], Optional[str]] = (None, None)
+        missing = False
         for cid in self.other_ids:
             a = self.accuracy(variant, cid)
-            if _num(a) and (best[0] is None or a < best[0]):
+            if not _num(a):
+                missing = True
+            elif best[0] is None or a < best[0]:
                 best = (a, cid)
-        return Robust(best[0], best[1], True)
+        return Robust(best[0], best[1], True, missing and best[0] is not None)
+
+    def check_error(self, variant: Mapping[str, Any], check_id: str) -> Optional[str]:
+        """The error message of a check that failed on this variant (None if it ran or never started)."""
+        m = self.metrics(variant).get(check_id) or {}
+        return m.get("error") if "accuracy" not in m else None
 
     # ---- sizes --------------------------------------------------------------------
     def _reference(self) -> Tuple[Optional[str], Optional[int]]:
