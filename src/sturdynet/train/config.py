@@ -8,7 +8,8 @@ from ..config import Component, ConfigError, component, rng
 from ..registry import ADVERSARIAL, CALLBACKS
 
 
-def _parse_adversarial(value: Any, path: str) -> Optional[Component]:
+def parse_adversarial(value: Any, path: str) -> Optional[Component]:
+    """Validate ``{method: <adversarial method>, ...}`` (None passes through)."""
     if value is None:
         return None
     return component(ADVERSARIAL, value, path, key="method")
@@ -43,7 +44,7 @@ class TrainConfig:
     warmup_epochs: float = rng(0, None, default=0.0)
     label_smoothing: float = rng(0, 1, "[)", default=0.0)
     grad_clip: Optional[float] = rng(0, None, "(]", default=None)
-    adversarial: Optional[Component] = field(default=None, metadata={"parse": _parse_adversarial})
+    adversarial: Optional[Component] = field(default=None, metadata={"parse": parse_adversarial})
     callbacks: Tuple[Component, ...] = field(default=(), metadata={"parse": _parse_callbacks})
     eval_every: int = rng(0, None, default=1)
 

@@ -1,0 +1,2 @@
+"""Hardening methods: defensive distillation, HYDRA robust pruning, robust lottery tickets."""
+from . import distill, hydra  # noqa: F401

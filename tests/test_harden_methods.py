@@ -1,0 +1,75 @@
+"""HYDRA and defensive distillation."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sturdynet.compress import CompressContext
+from sturdynet.config import Component
+from sturdynet.harden.distill import DefensiveDistillation, DistillParams, soft_cross_entropy
+from sturdynet.harden.hydra import Hydra, HydraParams, ScoreMask, topk_mask
+from sturdynet.train import TrainConfig, evaluate_accuracy, fit
+
+
+def ctx_for(digits, epochs=1):
+    cfg = TrainConfig(epochs=epochs, batch_size=128, lr=0.05)
+    return CompressContext(data=digits, train=cfg, seed=0,
+                           fit=lambda m, c, **kw: fit(m, digits, c, seed=0, **kw))
+
+
+def test_score_init_is_the_papers_scaled_rule():
+    w = torch.tensor([[1.0, -2.0], [0.5, 4.0]])
+    sm = ScoreMask(w, density=0.5)
+    assert torch.allclose(sm.scores.detach(), w * math.sqrt(6 / 2) / 4.0)
+    assert sm.k == 2
+    out = sm(w)
+    assert torch.equal(out, torch.tensor([[0.0, -2.0], [0.0, 4.0]]))
+
+
+def test_topk_mask_known_answer():
+    s = torch.tensor([0.1, -0.9, 0.5, 0.0])
+    assert topk_mask(s, 2).tolist() == [False, True, True, False]
+
+
+@pytest.mark.parametrize("sparsity", [0.9, 0.95, 0.99])
+def test_hydra_exact_density_per_layer_and_weights_frozen(trained_cnn, digits, sparsity):
+    before = {k: v.clone() for k, v in trained_cnn.state_dict().items()}
+    p = Hydra().apply(trained_cnn, HydraParams(sparsity=sparsity, score_epochs=1), ctx_for(digits))
+    for name, m in p.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            n = m.weight.numel()
+            assert int(m.weight_mask.sum()) == round((1 - sparsity) * n), name
+            orig = before[f"{name}.weight"]
+            # kept weights are the original ones: score training never changes weights
+            assert torch.equal(m.weight[m.weight_mask], orig[m.weight_mask])
+            assert torch.all(m.weight[~m.weight_mask] == 0)
+    for k, v in trained_cnn.state_dict().items():
+        assert torch.equal(v, before[k])  # the caller's model is untouched
+    assert all(p.requires_grad for p in p.parameters())
+
+
+def test_hydra_scores_learn_something(trained_cnn, digits):
+    no_train = Hydra().apply(trained_cnn, HydraParams(sparsity=0.9, score_epochs=0))
+    trained = Hydra().apply(trained_cnn, HydraParams(sparsity=0.9, score_epochs=2), ctx_for(digits))
+    diff = sum(int((a.weight_mask != b.weight_mask).sum()) for a, b in zip(no_train.modules(), trained.modules())
+               if hasattr(a, "weight_mask"))
+    assert diff > 0
+    acc_magnitude_like = evaluate_accuracy(no_train, digits.test)["accuracy"]
+    acc_hydra = evaluate_accuracy(trained, digits.test)["accuracy"]
+    assert acc_hydra >= acc_magnitude_like - 0.02
+
+
+def test_soft_cross_entropy_known_answer():
+    logits = torch.tensor([[0.0, 0.0]])
+    assert float(soft_cross_entropy(logits, torch.tensor([[0.3, 0.7]]))) == pytest.approx(math.log(2))
+
+
+def test_distilled_student_has_inflated_logits(trained_cnn, digits):
+    student = DefensiveDistillation().apply(trained_cnn, DistillParams(temperature=10, teacher_epochs=4,
+                                                                       student_epochs=6), ctx_for(digits))
+    assert evaluate_accuracy(student, digits.test)["accuracy"] > 0.8
+    with torch.no_grad():
+        spread_base = trained_cnn(digits.test.x).std(1).mean()
+        spread_student = student(digits.test.x).std(1).mean()
+    assert spread_student > 3 * spread_base
