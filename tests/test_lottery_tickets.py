@@ -261,3 +261,18 @@ def test_colt_reaches_exact_sparsity_and_mask_is_overlap(monkeypatch):
     apply_masks(out)
     for _, m, p, mask in iter_masks(out):
         assert torch.all(getattr(m, p)[~mask] == 0)
+
+
+def test_imp_early_bird_stops_dense_round():
+    ctx = _ctx(epochs=5)
+    params = IMPParams(rounds=1, rate=0.5, early_bird=True, eb_threshold=1.0, eb_window=1)
+    out = METHODS.get("prune.imp")().apply(_model(), params, ctx)
+    r0, r1 = ctx.log["imp"]["rounds"]
+    assert r0["early_bird_epoch"] == 2 and r0["epochs"] == 2  # dense run cut short
+    assert r1["epochs"] == 5  # the ticket trains the full budget
+    assert mask_sparsity(out) == pytest.approx(0.5, abs=1e-3)
+
+
+def test_imp_rewind_step_beyond_training_is_an_error():
+    with pytest.raises(ValueError, match="beyond"):
+        METHODS.get("prune.imp")().apply(_model(), IMPParams(rate=0.5, rounds=1, rewind_step=10_000), _ctx(epochs=1))
