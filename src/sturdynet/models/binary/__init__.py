@@ -1,1 +1,5 @@
-"""(filled in by its area)"""
+"""Binary networks (registered in ``sturdynet.registry.MODELS``): Bi-Real ResNets, binary VGG-Small."""
+from .common import BinaryNet, binary_conv3x3
+from . import bireal, vgg_small  # noqa: F401
+
+__all__ = ["BinaryNet", "binary_conv3x3"]

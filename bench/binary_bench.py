@@ -1,0 +1,137 @@
+"""Binary-network benchmark: CIFAR-10 (JPEG copy), Bi-Real ResNet-20, STE / ReSTE / OvSW / RA-BNN.
+
+Budget (same for every row): ``bireal_resnet20`` (binary weights and activations, full
+precision stem, classifier and downsample shortcuts) trained from scratch for
+``--epochs`` epochs on a stratified ``--train`` image subset (crop+flip), SGD lr 0.1,
+momentum 0.9, weight decay 5e-4, 1 warm-up epoch then cosine, batch 128. RA-BNN spends
+``--grow-epochs`` of the same budget growing and the rest re-training the grown model.
+A float ``resnet20`` trained on the same budget is the reference row.
+
+Columns: clean test accuracy, size in bytes (``storage.compression_facts``), the time of
+one training step (batch 128, forward + backward + SGD step, median) relative to float,
+and the silent-weight fraction of the binary weights at the end of training (OvSW's
+definition: sign-flip EMA with m = 0.999 below tau = 1e-4, ``binary_silent_fraction``)
+plus the fraction never flipped.
+
+Usage::
+
+    python bench/binary_bench.py --out /work/logs/binary_bench.json [--only 0,1]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import sturdynet.plugins  # noqa: F401
+from sturdynet.compress import CompressContext
+from sturdynet.config import component, from_dict
+from sturdynet.data import load_data
+from sturdynet.models.common import model_for_data
+from sturdynet.quant.binary.ovsw import OvSW
+from sturdynet.quant.binary.ra_bnn import RABNNGrow, RABNNParams
+from sturdynet.quant.binary.reste import ReSTEAnneal
+from sturdynet.quant.binary.sign_flips import SignFlips
+from sturdynet.registry import DATASETS, MODELS
+from sturdynet.storage import compression_facts
+from sturdynet.train.config import TrainConfig
+from sturdynet.train.loop import evaluate_accuracy, fit, make_optimizer
+
+CIFAR = "/work/shared/datasets/cifar10-jpeg.tar.gz"
+STE = {"estimator": "clipped_ste", "weight_estimator": "clipped_ste"}
+ROWS = [
+    ("float resnet20 (same budget)", "resnet20", {}, "plain"),
+    ("binary STE (clipped)", "bireal_resnet20", STE, "ste"),
+    ("binary ReSTE", "bireal_resnet20", {"estimator": "reste", "weight_estimator": "reste"}, "reste"),
+    ("binary OvSW (clipped STE + AGS + SAD)", "bireal_resnet20", STE, "ovsw"),
+    ("RA-BNN grown (clipped STE)", "bireal_resnet20", STE, "ra_bnn"),
+]
+
+
+def step_time(model, data, steps: int) -> float:
+    """Median seconds of one SGD training step on a fixed batch of 128."""
+    model = copy.deepcopy(model).train()
+    opt = make_optimizer(model, TrainConfig(lr=0.001))
+    x, y = data.train.x[:128], data.train.y[:128]
+    times = []
+    for i in range(steps + 2):
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--train", type=int, default=10000)
+    ap.add_argument("--test", type=int, default=2000)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--grow-epochs", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=7)
+    ap.add_argument("--out", default="/work/logs/binary_bench.json")
+    ap.add_argument("--only", default=None, help="comma-separated row indices")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    seed = 0
+    dspec = component(DATASETS, {"name": "imagefolder", "path": CIFAR, "augment": "crop_flip",
+                                 "subset": {"train": args.train, "val": 500, "test": args.test}}, "data")
+    data = load_data(dspec, seed)
+    cfg = from_dict(TrainConfig, {"epochs": args.epochs, "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4,
+                                  "warmup_epochs": 1, "eval_every": args.epochs})
+    out = Path(args.out)
+    rows = json.loads(out.read_text()) if out.exists() else {}
+    picks = range(len(ROWS)) if args.only is None else [int(i) for i in args.only.split(",")]
+    for i in picks:
+        name, arch, mparams, kind = ROWS[i]
+        torch.manual_seed(seed)
+        model = model_for_data(component(MODELS, {"name": arch, **mparams}, "model"), data)
+
+        def progress(e, name=name):
+            print(name, json.dumps(e), flush=True)
+
+        t0 = time.perf_counter()
+        log: dict = {}
+        if kind == "ra_bnn":
+            ctx = CompressContext(data=data, train=cfg, seed=seed,
+                                  fit=lambda m, c, **kw: fit(m, data, c, seed=seed, progress=progress, **kw))
+            params = RABNNParams(grow_epochs=args.grow_epochs, retrain_epochs=args.epochs - args.grow_epochs,
+                                 lr=0.1)
+            model = RABNNGrow().apply(model, params, ctx)
+            log = ctx.log["ra_bnn"]
+            hist = log.get("retrain_history", [])
+        else:
+            cbs = {"plain": [], "ste": [SignFlips()], "reste": [ReSTEAnneal(), SignFlips()], "ovsw": [OvSW()]}[kind]
+            hist = fit(model, data, cfg, seed=seed, callbacks=cbs, progress=progress)
+        seconds = time.perf_counter() - t0
+        acc = evaluate_accuracy(model, data.test)["accuracy"]
+        facts = compression_facts(model)
+        st = step_time(model, data, args.steps)
+        last = hist[-1] if hist else {}
+        rows[name] = {"arch": arch, "model_params": mparams, "accuracy": acc, "size_bytes": facts["size_bytes"],
+                      "params": facts["params"], "step_seconds": st,
+                      "silent_fraction": last.get("binary_silent_fraction"),
+                      "never_flipped_fraction": last.get("binary_never_flipped_fraction"),
+                      "flip_fraction_last_epoch": last.get("binary_flip_fraction"),
+                      "widths": list(getattr(model, "widths", [])), "seconds": seconds, "history": hist,
+                      "method_log": {k: v for k, v in log.items() if not k.endswith("history")},
+                      "budget": {k: v for k, v in vars(args).items() if k != "only"}}
+        fl = rows.get("float resnet20 (same budget)", {}).get("step_seconds")
+        for r in rows.values():
+            r["step_rel_float"] = r["step_seconds"] / fl if fl else None
+        out.write_text(json.dumps(rows, indent=1, default=str))
+        print(f"ROW {name}: acc {acc:.4f} size {facts['size_bytes']} step {st * 1000:.0f} ms "
+              f"silent {rows[name]['silent_fraction']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
