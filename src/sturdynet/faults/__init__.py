@@ -8,9 +8,11 @@ Registers the fault models ``random_flips`` and ``ber`` (``FAULTS``), the checks
 """
 from .bitview import BitView, StoredWeights, ViewParams, deploy, hamming_distance, is_deployed
 from .bfa import BFAResult, BitFlipAttack
-from . import ber, bfa_check, random_flips  # noqa: F401
+from . import ber, bfa_check, clipact, clustering, random_flips  # noqa: F401
 from .ber import BitErrors
 from .random_flips import RandomFlips
+from .clipact import ClippedReLU
+from .clustering import PiecewiseClustering
 
-__all__ = ["BFAResult", "BitErrors", "BitFlipAttack", "BitView", "RandomFlips", "StoredWeights", "ViewParams",
+__all__ = ["BFAResult", "BitErrors", "BitFlipAttack", "BitView", "ClippedReLU", "PiecewiseClustering", "RandomFlips", "StoredWeights", "ViewParams",
            "deploy", "hamming_distance", "is_deployed"]
