@@ -73,3 +73,25 @@ def test_distilled_student_has_inflated_logits(trained_cnn, digits):
         spread_base = trained_cnn(digits.test.x).std(1).mean()
         spread_student = student(digits.test.x).std(1).mean()
     assert spread_student > 3 * spread_base
+
+
+def test_robust_ticket_trains_adversarially_and_reaches_sparsity(trained_cnn, digits):
+    from sturdynet.harden.robust_ticket import RobustTicket, RobustTicketParams
+    from sturdynet.prune.mask import mask_sparsity
+    from sturdynet.registry import ADVERSARIAL
+
+    seen = []
+    ctx = ctx_for(digits)
+    inner_fit = ctx.fit
+
+    def spy_fit(m, cfg, **kw):
+        seen.append(cfg.adversarial.name if cfg.adversarial else None)
+        return inner_fit(m, cfg, **kw)
+
+    ctx.fit = spy_fit
+    adv = Component("pgd", ADVERSARIAL.params("pgd")(eps=0.1, steps=2))
+    out = RobustTicket().apply(trained_cnn, RobustTicketParams(rounds=2, sparsity=0.75, epochs=1, adversarial=adv,
+                                                              early_bird=False), ctx)
+    assert seen == ["pgd", "pgd", "pgd"]  # the dense run and both rounds
+    assert mask_sparsity(out) == pytest.approx(0.75, abs=0.01)
+    assert ctx.log["robust_ticket"]["adversarial"]["method"] == "pgd"

@@ -19,6 +19,8 @@ class CompressContext:
     """What a method may need beyond the model: data, training settings, a trainer.
 
     ``fit(model, cfg)`` trains a model with the run's seed, device and progress display.
+    ``init_state`` is the base model's state_dict before training (lottery tickets
+    rewind to it).
     """
 
     data: Any = None
@@ -26,6 +28,7 @@ class CompressContext:
     seed: int = 0
     device: Optional[torch.device] = None
     fit: Optional[Callable[..., list]] = None
+    init_state: Optional[dict] = None
     log: dict = field(default_factory=dict)
 
 

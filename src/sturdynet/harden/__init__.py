@@ -1,2 +1,2 @@
 """Hardening methods: defensive distillation, HYDRA robust pruning, robust lottery tickets."""
-from . import distill, hydra  # noqa: F401
+from . import distill, hydra, robust_ticket  # noqa: F401

@@ -79,6 +79,7 @@ class Runner:
         self.data = None
         self.base: Optional[nn.Module] = None
         self.models: Dict[str, nn.Module] = {}
+        self.init_state: Optional[Dict[str, torch.Tensor]] = None
 
     # -- base model --------------------------------------------------------------------
     def base_key(self) -> str:
@@ -90,15 +91,17 @@ class Runner:
         arch = arch_of(self.recipe.model, self.data, (), self.recipe.data)
         if ckpt.exists() and self.store.data.get("base", {}).get("status") == "ok":
             _emit(self.progress, event="stage", stage="load base model")
-            model, _ = load_checkpoint(ckpt)
+            model, blob = load_checkpoint(ckpt)
+            self.init_state = blob["extra"].get("init_state")
             return model.to(self.device)
         torch.manual_seed(self.recipe.seed)
         model = model_for_data(self.recipe.model, self.data).to(self.device)
+        self.init_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         _emit(self.progress, event="stage", stage="train base model", epochs=self.recipe.train.epochs)
         t0 = time.perf_counter()
         history = fit(model, self.data, self.recipe.train, seed=self.recipe.seed, progress=self.progress,
                       device=self.device)
-        save_checkpoint(ckpt, model, arch, {"history": history})
+        save_checkpoint(ckpt, model, arch, {"history": history, "init_state": self.init_state})
         self.store.data["base"] = {"status": "ok", "seconds": time.perf_counter() - t0, "history": history,
                                    "checkpoint": ckpt.name}
         self.store.save()
@@ -114,6 +117,7 @@ class Runner:
         seed = variant_seed(self.recipe.seed, spec.name)
         rec["seconds"] = {"compress": 0.0}
         ctx = CompressContext(data=self.data, train=self.recipe.train, seed=seed, device=self.device,
+                              init_state=self.init_state,
                               fit=lambda m, cfg, **kw: fit(m, self.data, cfg, seed=seed, progress=self.progress,
                                                            device=self.device, **kw))
         t0 = time.perf_counter()
