@@ -48,9 +48,9 @@ def log(path: Path, row: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="/work/logs/sparse_bench.jsonl")
-    ap.add_argument("--train", type=int, default=5000)
+    ap.add_argument("--train", type=int, default=3000)
     ap.add_argument("--val", type=int, default=500)
-    ap.add_argument("--test", type=int, default=10000)
+    ap.add_argument("--test", type=int, default=5000)
     ap.add_argument("--budget", type=int, default=6, help="training epochs per row")
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--batch-size", type=int, default=128)
