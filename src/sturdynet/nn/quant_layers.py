@@ -1,8 +1,14 @@
 """Drop-in quantized layers (brevitas style): subclasses of nn.Conv2d / nn.Linear that
-only change the inner op to use quantized weights (and optionally quantized inputs)."""
+only change the inner op to use quantized weights (and optionally quantized inputs).
+
+The forward pass is the deployed arithmetic (quantized weights times quantized
+inputs, in float); the backward pass is each quantizer's named gradient estimator,
+switched for the whole model with :func:`sturdynet.nn.gradient_mode`. A layer tells
+storage accounting and packed export how its tensors are stored through
+``storage_bits(param)`` and ``quantizer_for(param)``."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -23,11 +29,14 @@ class _QuantMixin:
     def qinput(self, x: Tensor) -> Tensor:
         return x if self.act_quantizer is None else self.act_quantizer(x)
 
+    def quantizer_for(self, param: str) -> Optional[nn.Module]:
+        """The quantizer that stores ``param`` (None: stored as a float tensor)."""
+        return self.weight_quantizer if param == "weight" else None
+
     def storage_bits(self, param: str) -> Optional[int]:
         """Bits per stored element of ``param`` (None: the float default)."""
-        if param == "weight" and self.weight_quantizer is not None:
-            return int(self.weight_quantizer.bits)
-        return None
+        q = self.quantizer_for(param)
+        return int(q.bits) if q is not None else None
 
 
 class QuantConv2d(_QuantMixin, nn.Conv2d):
@@ -73,6 +82,17 @@ def _quant_copy(layer: nn.Module, wq: Optional[nn.Module], aq: Optional[nn.Modul
     return new
 
 
+def quantizable(model: nn.Module, skip_first: bool = True, skip_last: bool = True) -> List[Tuple[str, nn.Module]]:
+    """(name, layer) of the float Conv2d / Linear layers :func:`convert` would replace."""
+    targets = [(n, m) for n, m in model.named_modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear)) and not isinstance(m, (QuantConv2d, QuantLinear))]
+    if skip_first and targets:
+        targets = targets[1:]
+    if skip_last and targets:
+        targets = targets[:-1]
+    return targets
+
+
 def convert(model: nn.Module, make_weight_quantizer: Callable[[nn.Module], Optional[nn.Module]],
             make_act_quantizer: Optional[Callable[[nn.Module], Optional[nn.Module]]] = None,
             skip_first: bool = True, skip_last: bool = True) -> nn.Module:
@@ -86,13 +106,7 @@ def convert(model: nn.Module, make_weight_quantizer: Callable[[nn.Module], Optio
     Returns:
         ``model`` itself, converted.
     """
-    targets = [(n, m) for n, m in model.named_modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear)) and not isinstance(m, (QuantConv2d, QuantLinear))]
-    if skip_first and targets:
-        targets = targets[1:]
-    if skip_last and targets:
-        targets = targets[:-1]
-    for name, layer in targets:
+    for name, layer in quantizable(model, skip_first, skip_last):
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         wq = make_weight_quantizer(layer)

@@ -1,88 +1,124 @@
-"""Uniform symmetric k-bit weight quantization, post-training, per output channel.
+"""Uniform k-bit quantization with a calibrated (fixed) step: post-training quantization.
 
-For each output channel c the step is ``s_c = max|W_c| / (2^(k-1) - 1)`` and the
-deployed weight is ``s_c * clamp(round(W_c / s_c), -(2^(k-1) - 1), 2^(k-1) - 1)``
-(symmetric, so zero stays exactly representable and the integer range is
-sign-symmetric; see Krishnamoorthi, arXiv 1806.08342, section 2). The layer's
-forward uses the quantized weights; its backward is the straight-through estimator
-(clipped to the representable range) or, in ``grad_mode="true"``, zero.
+Signed tensors (weights, and activations that can be negative) use the symmetric,
+"narrow" integer range ``[-(2^(k-1) - 1), 2^(k-1) - 1]`` so zero is exact and the
+range is sign-symmetric; unsigned tensors (post-ReLU activations) use
+``[0, 2^k - 1]`` (Krishnamoorthi, arXiv 1806.08342, section 2). The deployed value is
+``s * clamp(round(x / s), qmin, qmax)``. The step ``s`` is calibrated from a clipping
+value ``m``: ``s = m / qmax``, with ``m`` the largest magnitude (``minmax``) or a
+percentile of the magnitudes (``percentile``, which clips outliers), per output
+channel for weights when ``per_channel``.
+
+Backward: ``ste`` is the clipped straight-through estimator (gradient 1 inside
+``[qmin*s, qmax*s]``, 0 outside); ``true`` is the derivative of the deployed function
+(zero almost everywhere).
 """
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
+from typing import Optional
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..compress import CompressionMethod
-from ..config import rng
-from ..nn.quant_layers import convert
-from ..registry import METHODS
 from .base import Quantizer
 
 
-class UniformWeightQuantizer(Quantizer):
-    """Symmetric k-bit quantizer with a fixed (calibrated) per-channel step ``scale``."""
+def clip_value(x: Tensor, per_channel: bool, signed: bool, method: str = "minmax",
+               percentile: float = 99.99) -> Tensor:
+    """The clipping value ``m`` (per channel along dim 0, or a 1-element tensor).
 
-    def __init__(self, bits: int, channels: int, per_channel: bool = True) -> None:
+    Args:
+        x: the tensor to calibrate on (weights, or a batch of activations).
+        per_channel: one value per index of dim 0 (weights' output channels).
+        signed: calibrate on ``|x|`` (True) or on ``x`` clamped at 0 (False).
+        method: ``"minmax"`` (largest value) or ``"percentile"``.
+        percentile: in (0, 100], used by ``"percentile"``.
+    """
+    if method not in ("minmax", "percentile"):
+        raise ValueError(f"unknown calibration {method!r}; use minmax or percentile")
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    v = x.detach().abs() if signed else x.detach().clamp(min=0)
+    v = v.flatten(1) if per_channel else v.reshape(1, -1)
+    if method == "minmax" or percentile == 100:
+        return v.amax(1)
+    k = max(1, min(v.shape[1], int(round(percentile / 100 * v.shape[1]))))
+    return v.float().kthvalue(k, dim=1).values.to(x.dtype)
+
+
+class UniformQuantizer(Quantizer):
+    """Uniform k-bit quantizer with a fixed per-tensor or per-channel step ``scale``.
+
+    Args:
+        bits: 2 to 16.
+        channels: number of steps when ``per_channel`` (size of dim 0).
+        per_channel: one step per index of dim 0 (weights) instead of one per tensor.
+        signed: integer range ``[-(2^(k-1)-1), 2^(k-1)-1]`` if True, ``[0, 2^k-1]`` if
+            False; kept in a buffer so a checkpoint restores it.
+    """
+
+    def __init__(self, bits: int, channels: int = 1, per_channel: bool = False, signed: bool = True) -> None:
         super().__init__()
         if not 2 <= bits <= 16:
             raise ValueError(f"bits must be in [2, 16], got {bits}")
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
         self.bits = bits
         self.per_channel = per_channel
         self.register_buffer("scale", torch.ones(channels if per_channel else 1))
+        self.register_buffer("signed", torch.tensor(bool(signed)))
+
+    @property
+    def qmin(self) -> int:
+        return -(2 ** (self.bits - 1) - 1) if bool(self.signed) else 0
 
     @property
     def qmax(self) -> int:
-        return 2 ** (self.bits - 1) - 1
+        return 2 ** (self.bits - 1) - 1 if bool(self.signed) else 2 ** self.bits - 1
 
-    def _scale(self, w: Tensor) -> Tensor:
-        return self.scale.view(-1, *([1] * (w.dim() - 1)))
+    def _scale(self, x: Tensor) -> Tensor:
+        return self.scale.view(-1, *([1] * (x.dim() - 1)))
 
     @torch.no_grad()
-    def calibrate(self, w: Tensor) -> None:
-        """Min-max calibration: the step maps the largest |w| to the largest integer."""
-        m = w.detach().abs().flatten(1).amax(1) if self.per_channel else w.detach().abs().max().view(1)
-        self.scale.copy_(torch.clamp(m, min=1e-12) / self.qmax)
+    def calibrate(self, x: Tensor, method: str = "minmax", percentile: float = 99.99) -> None:
+        """Set the step from ``x`` so the clipping value maps to ``qmax``."""
+        m = clip_value(x, self.per_channel, bool(self.signed), method, percentile)
+        self.set_clip(m)
 
-    def integers(self, w: Tensor) -> Tensor:
-        """The stored integers, in [-qmax, qmax]."""
-        return torch.clamp(torch.round(w / self._scale(w)), -self.qmax, self.qmax)
+    @torch.no_grad()
+    def set_clip(self, m: Tensor) -> None:
+        """Set the step from a clipping value ``m`` (scalar or per channel)."""
+        m = torch.as_tensor(m, dtype=self.scale.dtype, device=self.scale.device).reshape(-1)
+        if m.numel() not in (1, self.scale.numel()):
+            raise ValueError(f"clip value has {m.numel()} entries, quantizer has {self.scale.numel()} steps")
+        self.scale.copy_((torch.clamp(m, min=1e-8) / self.qmax).expand_as(self.scale))
 
-    def quantize(self, w: Tensor) -> Tensor:
-        return self.integers(w) * self._scale(w)
+    def integers(self, x: Tensor) -> Tensor:
+        """The stored integers, in ``[qmin, qmax]``."""
+        return torch.clamp(torch.round(x / self._scale(x)), self.qmin, self.qmax)
 
-    def surrogate(self, w: Tensor) -> Tensor:
-        s = self._scale(w)
-        return torch.clamp(w, -self.qmax * s, self.qmax * s)
+    def quantize(self, x: Tensor) -> Tensor:
+        return self.integers(x) * self._scale(x)
+
+    def surrogate(self, x: Tensor) -> Tensor:
+        s = self._scale(x)
+        return torch.clamp(x, self.qmin * s, self.qmax * s)
+
+    def encode(self, x: Tensor) -> Tensor:
+        return (self.integers(x) - self.qmin).long()
+
+    def decode(self, codes: Tensor) -> Tensor:
+        return (codes.to(self.scale.dtype) + self.qmin) * self._scale(codes)
 
 
-@dataclass(frozen=True)
-class UniformParams:
-    bits: int = rng(2, 8, default=8)
-    per_channel: bool = True
-    quantize_first: bool = False
-    quantize_last: bool = False
+# Back-compatible name used by the foundation code (a signed weight quantizer).
+UniformWeightQuantizer = UniformQuantizer
 
 
-@METHODS.register("quant.uniform", params=UniformParams)
-class UniformQuant(CompressionMethod):
-    """Post-training uniform k-bit weight quantization (first conv and last linear kept
-    at full precision unless ``quantize_first`` / ``quantize_last``)."""
-
-    def prepare(self, model: nn.Module, params: UniformParams) -> nn.Module:
-        model = copy.deepcopy(model)
-
-        def make(layer: nn.Module) -> Quantizer:
-            return UniformWeightQuantizer(params.bits, layer.weight.shape[0], params.per_channel)
-
-        return convert(model, make, skip_first=not params.quantize_first, skip_last=not params.quantize_last)
-
-    def apply(self, model: nn.Module, params: UniformParams, ctx=None) -> nn.Module:
-        model = self.prepare(model, params)
-        for m in model.modules():
-            q = getattr(m, "weight_quantizer", None)
-            if isinstance(q, UniformWeightQuantizer):
-                q.calibrate(m.weight)
-        return model
+def make_uniform(bits: int, channels: int, per_channel: bool, signed: bool = True,
+                 init: Optional[Tensor] = None) -> UniformQuantizer:
+    """A :class:`UniformQuantizer`, min-max calibrated on ``init`` when given."""
+    q = UniformQuantizer(bits, channels, per_channel, signed)
+    if init is not None:
+        q.calibrate(init)
+    return q

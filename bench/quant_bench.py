@@ -1,0 +1,138 @@
+"""Quantization benchmark: CIFAR-10 (JPEG copy), resnet20, float vs int8 / int4 / ternary / fixed point.
+
+Budget (same for every row): the float base is trained ``--base-epochs`` on a stratified
+``--train`` image subset (crop+flip augmentation); every variant (float included) is
+then fine-tuned / quantization-aware trained ``--epochs`` epochs at lr/10 from that base.
+Columns: clean test accuracy, size in bytes (``storage.compression_facts``), the
+packed export's weight payload, and the time of one training step (batch 128, forward +
+backward + SGD step, median of ``--steps`` steps) relative to float.
+
+Usage::
+
+    python bench/quant_bench.py --stage base      # trains and saves the shared base checkpoint
+    python bench/quant_bench.py --stage variants  # rows, written to --out as JSON
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import sturdynet.plugins  # noqa: F401
+from sturdynet.compress import CompressContext, run_steps
+from sturdynet.config import component, from_dict
+from sturdynet.data import load_data
+from sturdynet.models.common import model_for_data
+from sturdynet.registry import DATASETS, METHODS, MODELS
+from sturdynet.storage import compression_facts
+from sturdynet.train.checkpoint import arch_of, load_checkpoint, save_checkpoint
+from sturdynet.train.config import TrainConfig
+from sturdynet.train.loop import evaluate_accuracy, fit, make_optimizer
+
+CIFAR = "/work/shared/datasets/cifar10-jpeg.tar.gz"
+VARIANTS = [
+    ("float", []),
+    ("int8 (PTQ, w8a8)", [{"method": "quant.uniform", "bits": 8, "act_bits": 8, "mode": "ptq"}]),
+    ("int4 (LSQ, w4a4)", [{"method": "quant.uniform", "bits": 4, "act_bits": 4, "mode": "lsq"}]),
+    ("ternary (TTQ)", [{"method": "quant.ternary", "threshold": 0.05}]),
+    ("fixed-point (w6a8, BN+residual)", [{"method": "quant.fixed_point", "bits": 6, "act_bits": 8,
+                                           "bn": True, "residual": True}]),
+]
+
+
+def data_spec(args):
+    return component(DATASETS, {"name": "imagefolder", "path": CIFAR, "augment": "crop_flip",
+                                "subset": {"train": args.train, "val": 500, "test": args.test}}, "data")
+
+
+def step_time(model, data, steps: int) -> float:
+    """Median seconds of one SGD training step on a fixed batch of 128."""
+    model = copy.deepcopy(model).train()
+    opt = make_optimizer(model, TrainConfig(lr=0.001))
+    x, y = data.train.x[:128], data.train.y[:128]
+    times = []
+    for i in range(steps + 3):
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= 3:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--stage", choices=["base", "variants"], required=True)
+    ap.add_argument("--train", type=int, default=10000)
+    ap.add_argument("--test", type=int, default=2000)
+    ap.add_argument("--base-epochs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--ckpt", default="/work/logs/ckpt/resnet20_cifar10k_base.pt")
+    ap.add_argument("--out", default="/work/logs/quant_bench.json")
+    ap.add_argument("--only", default=None, help="comma-separated row indices")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    seed = 0
+    dspec = data_spec(args)
+    data = load_data(dspec, seed)
+    mspec = component(MODELS, {"name": "resnet20"}, "model")
+    base_cfg = from_dict(TrainConfig, {"epochs": args.base_epochs, "batch_size": 128, "lr": 0.1,
+                                       "weight_decay": 5e-4, "warmup_epochs": 1, "eval_every": 5})
+    ckpt = Path(args.ckpt)
+    if args.stage == "base":
+        torch.manual_seed(seed)
+        model = model_for_data(mspec, data)
+        t0 = time.perf_counter()
+        hist = fit(model, data, base_cfg, seed=seed, progress=lambda e: print(json.dumps(e), flush=True))
+        acc = evaluate_accuracy(model, data.test)["accuracy"]
+        save_checkpoint(ckpt, model, arch_of(mspec, data, (), dspec),
+                        {"history": hist, "test_accuracy": acc, "seconds": time.perf_counter() - t0,
+                         "budget": vars(args)})
+        print(f"base test accuracy {acc:.4f}, saved {ckpt}", flush=True)
+        return
+    base, _ = load_checkpoint(ckpt)
+    ft_cfg = from_dict(TrainConfig, {"epochs": args.epochs, "batch_size": 128, "lr": 0.01,
+                                     "weight_decay": 5e-4, "eval_every": args.epochs})
+    out_path = Path(args.out)
+    rows = json.loads(out_path.read_text()) if out_path.exists() else {}
+    float_step = rows.get("float", {}).get("step_seconds")
+    picks = range(len(VARIANTS)) if args.only is None else [int(i) for i in args.only.split(",")]
+    from sturdynet.export import export_model
+
+    for i in picks:
+        name, steps_raw = VARIANTS[i]
+        steps = [component(METHODS, s, f"steps[{j}]", key="method") for j, s in enumerate(steps_raw)]
+        ctx = CompressContext(data=data, train=ft_cfg, seed=seed)
+        t0 = time.perf_counter()
+        model = run_steps(copy.deepcopy(base), steps, ctx)
+        acc0 = evaluate_accuracy(model, data.test)["accuracy"]
+        hist = fit(model, data, ft_cfg, seed=seed, progress=lambda e: print(name, json.dumps(e), flush=True))
+        acc = evaluate_accuracy(model, data.test)["accuracy"]
+        facts = compression_facts(model)
+        with tempfile.TemporaryDirectory() as tmp:
+            info = export_model(model, Path(tmp) / "m.sturdy", arch_of(mspec, data, steps, dspec))
+        st = step_time(model, data, args.steps)
+        if name == "float":
+            float_step = st
+        rows[name] = {"accuracy_before_finetune": acc0, "accuracy": acc, "size_bytes": facts["size_bytes"],
+                      "export_payload_bytes": info["payload_bytes"], "export_file_bytes": info["file_bytes"],
+                      "step_seconds": st, "step_rel_float": st / float_step if float_step else None,
+                      "bits": facts["bits"], "seconds": time.perf_counter() - t0, "history": hist,
+                      "method_log": ctx.log, "budget": {k: v for k, v in vars(args).items() if k != "only"}}
+        out_path.write_text(json.dumps(rows, indent=1, default=str))
+        print(f"ROW {name}: acc {acc:.4f} (before ft {acc0:.4f}) size {facts['size_bytes']} "
+              f"payload {info['payload_bytes']} step {st*1000:.1f} ms", flush=True)
+
+
+if __name__ == "__main__":
+    main()
