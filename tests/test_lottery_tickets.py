@@ -1,7 +1,6 @@
 """Lottery tickets: IMP with rewinding, COLT, early-bird detection."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch

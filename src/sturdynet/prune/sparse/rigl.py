@@ -19,7 +19,6 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
-import torch
 from torch import Tensor, nn
 
 from ...compress import CompressionMethod
