@@ -78,7 +78,7 @@ class GumbelSigmoidGate(nn.Module):
             u = torch.rand_like(a).clamp(1e-6, 1 - 1e-6)
             a = a + torch.log(u) - torch.log1p(-u)
         s = torch.sigmoid(a / self.temperature)
-        m = (s > 0.5).to(s.dtype) + s - s.detach()
+        m = (s > 0.5).to(s.dtype) + (s - s.detach())  # exactly 0 or 1 forward, ds/da backward
         m = torch.where(self.fixed, torch.ones_like(m), m)
         self.last = m
         return m
