@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--val", type=int, default=1000)
     ap.add_argument("--test", type=int, default=10000)
     ap.add_argument("--dense-epochs", type=int, default=15)
-    ap.add_argument("--ft-epochs", type=int, default=8)
+    ap.add_argument("--ft-epochs", type=int, default=5)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.98])

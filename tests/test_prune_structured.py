@@ -200,3 +200,22 @@ def test_bad_parameters():
         from_dict(StructuredParams, {"amount": 1.0})
     with pytest.raises(ValueError, match="no prunable channel group"):
         structured_prune(nn.Sequential(nn.Linear(3, 2)), StructuredParams())
+
+
+def test_l1_channel_choice_matches_torch_ln_structured():
+    """Reference: torch.nn.utils.prune.ln_structured(n=1, dim=0) picks the same filters."""
+    import torch.nn.utils.prune as tprune
+
+    torch.manual_seed(3)
+    model = build_model("small_cnn", 1, 10, (8, 8), width=8)
+    masked, _ = structured_prune(model, StructuredParams(amount=0.5, physical=False))
+    for name in ("1", "4", "8", "11"):
+        conv = copy_module(model.get_submodule(name))
+        tprune.ln_structured(conv, "weight", amount=0.5, n=1, dim=0)
+        assert torch.equal(conv.weight_mask.bool(), masked.get_submodule(name).weight_mask)
+
+
+def copy_module(m):
+    import copy
+
+    return copy.deepcopy(m)

@@ -180,3 +180,26 @@ def test_exclude_first_and_last(trained_cnn):
 def test_no_layers_is_an_error():
     with pytest.raises(ValueError, match="no conv or linear"):
         _apply("prune.lamp", nn.Sequential(nn.ReLU()), sparsity=0.5)
+
+
+def _torch_masks(model):
+    return [m.weight_mask.bool() for m in model if hasattr(m, "weight_mask")]
+
+
+def test_global_and_layerwise_match_torch_nn_utils_prune():
+    """Reference: torch.nn.utils.prune (global_unstructured / l1_unstructured)."""
+    import copy
+
+    import torch.nn.utils.prune as tprune
+
+    torch.manual_seed(7)
+    model = _mlp(torch.randn(30, 20), torch.randn(15, 30), torch.randn(4, 15))
+    ref = copy.deepcopy(model)
+    tprune.global_unstructured([(m, "weight") for m in ref], pruning_method=tprune.L1Unstructured, amount=0.83)
+    ours = list(get_masks(_apply("prune.global_magnitude", model, sparsity=0.83)).values())
+    assert all(torch.equal(a, b) for a, b in zip(ours, _torch_masks(ref)))
+    ref = copy.deepcopy(model)
+    for m in ref:
+        tprune.l1_unstructured(m, "weight", amount=0.6)
+    ours = list(get_masks(_apply("prune.layerwise_magnitude", model, sparsity=0.6)).values())
+    assert all(torch.equal(a, b) for a, b in zip(ours, _torch_masks(ref)))
