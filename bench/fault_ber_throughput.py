@@ -1,0 +1,87 @@
+"""Fault-injection throughput: sturdynet's vectorized bit flips against pytorchfi.
+
+Both tools produce a faulty copy of a float32 resnet20 (CIFAR shape, random weights)
+with exactly K single-bit faults at uniformly random (weight, bit) positions of its conv
+layers' float32 storage; the time includes drawing the positions, copying the model and
+flipping. pytorchfi (0.6.0, ``declare_weight_fi`` with a bit-flip ``function``, the way
+its users inject bit errors) loops over faults in Python; sturdynet draws all positions
+at once and XORs each layer's int32 view in one operation.
+
+Usage:
+    pip install --no-deps pytorchfi
+    /work/bench-slot python bench/fault_ber_throughput.py > /work/logs/fault_ber_throughput.log 2>&1
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import struct
+import sys
+import time
+
+import torch
+from torch import nn
+
+import sturdynet.plugins  # noqa: F401
+from sturdynet.faults import BitErrors, BitView, RandomFlips, ViewParams, deploy
+from sturdynet.models.common import build_model
+
+
+def pfi_inject(model: nn.Module, k: int, gen: torch.Generator):
+    from pytorchfi.core import fault_injection
+
+    pfi = fault_injection(model, 1, input_shape=[3, 32, 32], layer_types=[nn.Conv2d], use_cuda=False)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    sizes = torch.tensor([m.weight.numel() for m in convs], dtype=torch.float64)
+    layer = torch.multinomial(sizes, k, replacement=True, generator=gen).tolist()
+    locs = [[], [], [], [], []]
+    bits = []
+    for li in layer:
+        shape = convs[li].weight.shape
+        idx = [int(torch.randint(0, s, (1,), generator=gen)) for s in shape]
+        for d, v in zip(locs, [li] + idx):
+            d.append(v)
+        bits.append(int(torch.randint(0, 32, (1,), generator=gen)))
+    it = iter(bits)
+
+    def flip(weight, idx):
+        v = weight[idx].item()
+        (i,) = struct.unpack("I", struct.pack("f", v))
+        return struct.unpack("f", struct.pack("I", i ^ (1 << next(it))))[0]
+
+    return pfi.declare_weight_fi(function=flip, layer_num=locs[0], k=locs[1], dim1=locs[2], dim2=locs[3],
+                                 dim3=locs[4])
+
+
+def timed(fn, reps: int = 3) -> float:
+    ts = []
+    for r in range(reps):
+        t0 = time.perf_counter()
+        fn(r)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet20", 3, 10, (32, 32)).eval()
+    view = ViewParams(float_layers="float32")
+    base = deploy(model, view)
+    nbits = BitView(base).total_bits
+    rows = []
+    for k in (10, 100, 1000, 10000):
+        ours = timed(lambda r: RandomFlips(k, float_layers="float32").inject(base, torch.Generator().manual_seed(r)))
+        theirs = timed(lambda r: pfi_inject(model, k, torch.Generator().manual_seed(r)))
+        rows.append({"faults": k, "sturdynet_s": ours, "pytorchfi_s": theirs, "speedup": theirs / ours})
+        print(json.dumps(rows[-1]), flush=True)
+    ber = []
+    for rate in (1e-6, 1e-5, 1e-4, 1e-3):
+        t = timed(lambda r: BitErrors(rate, float_layers="float32").inject(base, torch.Generator().manual_seed(r)))
+        ber.append({"ber": rate, "expected_faults": rate * nbits, "sturdynet_s": t})
+        print(json.dumps(ber[-1]), flush=True)
+    json.dump({"stored_bits": nbits, "threads": torch.get_num_threads(), "fixed_count": rows, "ber": ber},
+              sys.stdout if len(sys.argv) < 2 else open(sys.argv[1], "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()

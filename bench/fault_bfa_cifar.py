@@ -1,0 +1,159 @@
+"""BFA, random flips, BER and fault defenses on a CIFAR-10 resnet20 (small CPU budget).
+
+Usage (one CPU thread, in the background):
+    /work/bench-slot python bench/fault_bfa_cifar.py --out /work/logs/fault_bfa_cifar.json \
+        > /work/logs/fault_bfa_cifar.log 2>&1 &
+
+Budget: a stratified 10k-image CIFAR-10 training subset trained 6 epochs, 1,000
+validation images (the attack batches of 64 come from them), 256 test images as the held-out set that decides
+"random guess" (10% + 1%). Every model and stage is checkpointed next to ``--out`` so a
+rerun resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import sturdynet.plugins  # noqa: F401
+from sturdynet.compress import CompressContext
+from sturdynet.config import Component, from_dict
+from sturdynet.data import load_data
+from sturdynet.evaluate.base import CheckContext
+from sturdynet.faults import deploy
+from sturdynet.faults.common import accuracy
+from sturdynet.models import model_for_data
+from sturdynet.registry import CHECKS, DATASETS, METHODS, MODELS
+from sturdynet.train import TrainConfig, fit
+
+
+def log(*a) -> None:
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="/work/logs/fault_bfa_cifar.json")
+    ap.add_argument("--data", default="/work/shared/datasets/cifar10-jpeg.tar.gz")
+    ap.add_argument("--train", type=int, default=10000)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--ft-epochs", type=int, default=2)
+    ap.add_argument("--attack-batch", type=int, default=64)
+    ap.add_argument("--wait-dense", action="store_true")
+    ap.add_argument("--dense-ckpt", default=None, help="dense checkpoint (default: next to --out)")
+    ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--held", type=int, default=256)
+    ap.add_argument("--max-flips", type=int, default=100)
+    ap.add_argument("--stages", default="dense,ber,binary,clustering,clipact")
+    args = ap.parse_args()
+    out = Path(args.out)
+    res = json.loads(out.read_text()) if out.exists() else {}
+    res["budget"] = {"train_subset": args.train, "epochs": args.epochs, "held_out": args.held,
+                     "attack_batch": args.attack_batch, "trials": args.trials, "max_flips": args.max_flips, "threads": 1}
+
+    def save() -> None:
+        out.write_text(json.dumps(res, indent=1))
+
+    dspec = from_dict(DATASETS.params("imagefolder"), {"path": args.data, "val_fraction": 0.02,
+                                                       "subset": {"train": args.train, "test": args.held},
+                                                       "augment": "crop_flip"})
+    data = load_data(Component("imagefolder", dspec), seed=0)
+    log("data", data.describe()["train"], data.describe()["val"], data.describe()["test"])
+    mspec = Component("resnet20", from_dict(MODELS.params("resnet20"), {}) if MODELS.params("resnet20") else None)
+    cfg = TrainConfig(epochs=args.epochs, lr=0.1, batch_size=128, weight_decay=5e-4, warmup_epochs=1)
+    ckpt = Path(args.dense_ckpt) if args.dense_ckpt else out.with_suffix(".dense.pt")
+    torch.manual_seed(0)
+    dense = model_for_data(mspec, data)
+    while args.wait_dense and not ckpt.exists():
+        time.sleep(30)
+    if ckpt.exists():
+        dense.load_state_dict(torch.load(ckpt, weights_only=True))
+    else:
+        t0 = time.perf_counter()
+        fit(dense, data, cfg, seed=0, progress=lambda e: log("epoch", e.get("epoch"), e.get("val_accuracy")))
+        res["train_seconds"] = time.perf_counter() - t0
+        torch.save(dense.state_dict(), ckpt)
+    dense.eval()
+    ctx_fit = CompressContext(data=data, train=cfg, seed=0,
+                              fit=lambda m, c, **kw: fit(m, data, c, seed=0, **kw))
+    held = data.test
+    res["dense"] = {"float_accuracy": accuracy(dense, held), "int8_accuracy": accuracy(deploy(dense), held)}
+    log("dense", res["dense"])
+    save()
+    cctx = CheckContext(seed=0, progress=lambda e: log(e))
+    stages = args.stages.split(",")
+
+    def bfa(model, key, trials, max_flips, **view):
+        p = from_dict(CHECKS.params("bfa"), {"trials": trials, "max_flips": max_flips, "samples": args.held,
+                                             "attack_batch": args.attack_batch, **view})
+        t0 = time.perf_counter()
+        m = CHECKS.get("bfa")(model, data, p, cctx)
+        m["wall_seconds"] = time.perf_counter() - t0
+        for t in m["trials"]:
+            t.pop("curve", None)
+        res[key] = m
+        log(key, m["flips_to_random"], "s/flip", m["seconds_per_flip"], "random", m.get("random_baseline"))
+        save()
+
+    if "dense" in stages and "bfa_int8" not in res:
+        bfa(dense, "bfa_int8", args.trials, args.max_flips)
+    if "ber" in stages and "ber_int8" not in res:
+        for fmt, rates in (("int", [1e-5, 1e-4, 1e-3, 1e-2]), ("float32", [1e-7, 1e-6, 1e-5, 1e-4])):
+            p = from_dict(CHECKS.params("ber"), {"rates": rates, "trials": 3, "samples": args.held,
+                                                 "float_layers": fmt})
+            res[f"ber_{'int8' if fmt == 'int' else fmt}"] = CHECKS.get("ber")(dense, data, p, cctx)
+            log("ber", fmt, [(c["ber"], round(c["accuracy"], 3)) for c in res[f"ber_{'int8' if fmt == 'int' else fmt}"]["curve"]])
+        save()
+    if "binary" in stages and "bfa_binary" not in res:
+        bck = out.with_suffix(".binary.pt")
+        bp = from_dict(METHODS.params("binarize"), {"activations": False, "epochs": 0})
+        binary = METHODS.get("binarize")().prepare(dense, bp)
+        if bck.exists():
+            binary.load_state_dict(torch.load(bck, weights_only=True))
+        else:
+            bp = from_dict(METHODS.params("binarize"), {"activations": False, "epochs": args.ft_epochs, "lr": 0.01})
+            binary = METHODS.get("binarize")().apply(dense, bp, copy.copy(ctx_fit))
+            torch.save(binary.state_dict(), bck)
+        binary.eval()
+        res["binary"] = {"accuracy": accuracy(binary, held), "finetune_epochs": args.ft_epochs}
+        log("binary", res["binary"])
+        bfa(binary, "bfa_binary", 3, 2 * args.max_flips)
+        bfa(binary, "bfa_binary_only", 3, 2 * args.max_flips, float_layers="skip")
+    if "clustering" in stages and "bfa_clustering" not in res:
+        cck = out.with_suffix(".clustering.pt")
+        clustered = copy.deepcopy(dense)
+        if cck.exists():
+            clustered.load_state_dict(torch.load(cck, weights_only=True))
+        else:
+            cp = from_dict(METHODS.params("faults.clustering"), {"epochs": args.ft_epochs, "strength": 5e-3, "lr": 0.01})
+            clustered = METHODS.get("faults.clustering")().apply(dense, cp, copy.copy(ctx_fit))
+            torch.save(clustered.state_dict(), cck)
+        clustered.eval()
+        res["clustering"] = {"float_accuracy": accuracy(clustered, held),
+                             "int8_accuracy": accuracy(deploy(clustered), held), "finetune_epochs": args.ft_epochs,
+                             "strength": 5e-3}
+        log("clustering", res["clustering"])
+        bfa(clustered, "bfa_clustering", 3, 2 * args.max_flips)
+    if "clipact" in stages and "ber_clipact_float32" not in res:
+        cp = from_dict(METHODS.params("faults.clipact"), {"rates": [1e-6, 1e-5], "trials": 1, "iterations": 2,
+                                                          "min_iterations": 1, "samples": 256})
+        c = CompressContext(data=data, seed=0)
+        t0 = time.perf_counter()
+        clipped = METHODS.get("faults.clipact")().apply(dense, cp, c)
+        res["clipact"] = {"search_seconds": time.perf_counter() - t0, "accuracy": accuracy(clipped, held),
+                          "thresholds": c.log["clipact"]["thresholds"]}
+        p = from_dict(CHECKS.params("ber"), {"rates": [1e-7, 1e-6, 1e-5, 1e-4], "trials": 3, "samples": args.held,
+                                             "float_layers": "float32"})
+        res["ber_clipact_float32"] = CHECKS.get("ber")(clipped, data, p, cctx)
+        log("clipact", res["clipact"]["accuracy"],
+            [(x["ber"], round(x["accuracy"], 3)) for x in res["ber_clipact_float32"]["curve"]])
+        save()
+    log("done")
+
+
+if __name__ == "__main__":
+    main()
