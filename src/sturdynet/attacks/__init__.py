@@ -1,6 +1,11 @@
-"""Input attacks (registered in ``sturdynet.registry.ATTACKS``)."""
-from .base import Attack, lp_norm, project
-from . import pgd  # noqa: F401
+"""Input attacks (registered in ``sturdynet.registry.ATTACKS``).
+
+``create_attack("pgd", model, eps=8/255, steps=10)`` builds an attack; calling it on
+``(x, y)`` returns adversarial examples in the eps-ball and in [0, 1].
+"""
+from .base import Attack, dlr_loss, dlr_targeted_loss, lp_norm, margin, project
+from . import fgsm, pgd, cw, apgd, square, transfer, autoattack  # noqa: F401
+from .autoattack import AutoAttack, EnsembleResult, build_members
 
 
 def create_attack(name: str, model, **kwargs) -> Attack:
@@ -10,4 +15,5 @@ def create_attack(name: str, model, **kwargs) -> Attack:
     return ATTACKS.get(name)(model, **kwargs)
 
 
-__all__ = ["Attack", "create_attack", "lp_norm", "project"]
+__all__ = ["Attack", "AutoAttack", "EnsembleResult", "build_members", "create_attack", "dlr_loss",
+           "dlr_targeted_loss", "lp_norm", "margin", "project"]

@@ -1,10 +1,11 @@
 """The Attack base class (torchattacks-style): ``Attack(model, eps=..., ...)(x, y)``.
 
 ``__call__`` puts the model in eval mode and restores its mode afterwards, never
-touches the caller's tensors or the model's weights or ``.grad`` (gradients are taken
-with ``torch.autograd.grad`` on the input only), moves work to the model's device,
-runs in batches, switches the model's gradient estimators when ``grad_mode`` is given,
-and checks that the result lies in the eps-ball and in [0, 1].
+touches the caller's tensors or the model's weights, buffers or ``.grad`` (gradients
+are taken with ``torch.autograd.grad`` on the input only), moves work to the model's
+device, runs in batches, switches the model's gradient estimators when ``grad_mode``
+is given (the forward pass stays the deployed one), and checks that the result lies
+in the eps-ball and in [0, 1].
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn.grad_mode import gradient_mode, has_estimators
+from ..quant.base import GRAD_MODES
 
 NORMS = ("linf", "l2")
 
@@ -35,6 +37,56 @@ def lp_norm(delta: Tensor, norm: str) -> Tensor:
     return flat.abs().amax(1) if norm == "linf" else flat.norm(p=2, dim=1)
 
 
+def to_ball(x: Tensor, x_adv: Tensor, eps: float, norm: str) -> Tensor:
+    """``x_adv`` projected onto the eps-ball around ``x`` and then onto [0, 1].
+
+    For L2 the clamp to [0, 1] can only shorten the perturbation (both ``x`` and the
+    clamp are coordinate-wise), so the result stays in the ball.
+    """
+    return (x + project(x_adv - x, eps, norm)).clamp(0, 1)
+
+
+def unit(g: Tensor) -> Tensor:
+    """Per-sample L2-normalised tensor (zero stays zero)."""
+    return g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (g.dim() - 1)))
+
+
+def margin(logits: Tensor, y: Tensor) -> Tensor:
+    """``z_y - max_{k != y} z_k`` per sample (negative means misclassified)."""
+    zy = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.scatter(1, y[:, None], -float("inf")).amax(1)
+    return zy - other
+
+
+def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Difference of logits ratio (arXiv 2003.01690, eq. 6), to maximise:
+    ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`` with ``z_pi`` sorted decreasingly."""
+    if logits.shape[1] < 3:
+        raise ValueError(f"the DLR loss needs at least 3 classes, got {logits.shape[1]}")
+    srt = logits.sort(dim=1, descending=True).values
+    return -margin(logits, y) / (srt[:, 0] - srt[:, 2] + 1e-12)
+
+
+def dlr_targeted_loss(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
+    """Targeted DLR (arXiv 2003.01690, eq. 7), to maximise:
+    ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``."""
+    if logits.shape[1] < 4:
+        raise ValueError(f"the targeted DLR loss needs at least 4 classes, got {logits.shape[1]}")
+    srt = logits.sort(dim=1, descending=True).values
+    zy = logits.gather(1, y[:, None]).squeeze(1)
+    zt = logits.gather(1, target[:, None]).squeeze(1)
+    return -(zy - zt) / (srt[:, 0] - 0.5 * (srt[:, 2] + srt[:, 3]) + 1e-12)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU if it has neither)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
 class Attack:
     """Base class for input attacks.
 
@@ -47,18 +99,28 @@ class Attack:
         grad_mode: ``"true"`` or ``"ste"`` to switch the model's quantizers' gradient
             estimators during the attack (forward unchanged); None leaves them.
         batch_size: samples per batch.
+        seed: seed of the attack's own random generator (each call restarts it, so a
+            call is deterministic on a deterministic device).
     """
 
     name = "attack"
+    norms: Tuple[str, ...] = NORMS
+    supports_targeted = True
 
     def __init__(self, model: nn.Module, *, eps: float, norm: str = "linf", targeted: bool = False,
                  grad_mode: Optional[str] = None, batch_size: int = 256, seed: int = 0) -> None:
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
-        if eps < 0:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+        if norm not in self.norms:
+            raise ValueError(f"{self.name}: norm must be one of {', '.join(self.norms)}, got {norm!r}")
+        if not eps >= 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if grad_mode is not None and grad_mode not in GRAD_MODES:
+            raise ValueError(f"grad_mode must be one of {', '.join(GRAD_MODES)} or None, got {grad_mode!r}")
+        if targeted and not self.supports_targeted:
+            raise ValueError(f"{self.name} has no targeted mode")
         self.model = model
         self.eps = float(eps)
         self.norm = norm
@@ -76,26 +138,41 @@ class Attack:
     # -- helpers for subclasses -----------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return model_device(self.model)
+
+    def rand(self, *shape: int, device: Optional[torch.device] = None) -> Tensor:
+        """Uniform [0, 1) noise from the attack's seeded generator."""
+        return torch.rand(shape, generator=self.generator).to(device or self.device)
 
     def rand_like(self, x: Tensor) -> Tensor:
-        """Uniform [0, 1) noise from the attack's seeded generator (on x's device)."""
+        """Uniform [0, 1) noise shaped like ``x`` (on x's device)."""
         return torch.rand(x.shape, generator=self.generator).to(x.device)
 
     def randn_like(self, x: Tensor) -> Tensor:
+        """Standard normal noise shaped like ``x`` (on x's device)."""
         return torch.randn(x.shape, generator=self.generator).to(x.device)
+
+    def randint(self, high: int, size: int, device: Optional[torch.device] = None) -> Tensor:
+        """Integers in [0, high) from the attack's generator."""
+        return torch.randint(high, (size,), generator=self.generator).to(device or self.device)
 
     def loss_and_grad(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
         """Per-sample loss ``fn(logits)``, its gradient w.r.t. ``x``, and the logits.
 
         The gradient of the summed loss is taken w.r.t. ``x`` alone, so the model's
-        parameters' ``.grad`` are never written.
+        parameters' ``.grad`` are never written. When the output does not depend on
+        ``x`` through differentiable operations (e.g. true gradients through a sign
+        activation), the gradient is exactly zero.
         """
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = self.model(x)
             loss = fn(logits)
-            grad, = torch.autograd.grad(loss.sum(), x)
+            grad = None
+            if loss.requires_grad:
+                grad, = torch.autograd.grad(loss.sum(), x, allow_unused=True)
+        if grad is None:
+            grad = torch.zeros_like(x)
         return loss.detach(), grad.detach(), logits.detach()
 
     def ce(self, y: Tensor, target: Optional[Tensor]) -> Callable[[Tensor], Tensor]:
@@ -113,6 +190,8 @@ class Attack:
     def _check_inputs(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> None:
         if x.dim() != 4:
             raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
+        if not torch.is_floating_point(x):
+            raise ValueError(f"x must be a float tensor in [0, 1], got {x.dtype}")
         if y.dim() != 1 or y.shape[0] != x.shape[0]:
             raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
         if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
@@ -125,31 +204,41 @@ class Attack:
         tol = 1e-5 * max(1.0, self.eps)
         if x_adv.shape != x.shape:
             raise AssertionError(f"{self.name}: result shape {tuple(x_adv.shape)} != input {tuple(x.shape)}")
-        if float(x_adv.min()) < -1e-6 or float(x_adv.max()) > 1 + 1e-6:
+        if not torch.isfinite(x_adv).all():
+            raise AssertionError(f"{self.name}: result holds NaN or inf")
+        if x_adv.numel() and (float(x_adv.min()) < -1e-6 or float(x_adv.max()) > 1 + 1e-6):
             raise AssertionError(f"{self.name}: result leaves [0, 1]")
         dist = lp_norm(x_adv - x, self.norm)
         if dist.numel() and float(dist.max()) > self.eps + tol:
             raise AssertionError(f"{self.name}: result leaves the {self.norm} eps-ball "
                                  f"({float(dist.max()):.6g} > {self.eps:.6g})")
 
+    def grad_context(self):
+        """The gradient-mode context for the attacked model (a no-op when not asked)."""
+        if self.grad_mode and has_estimators(self.model):
+            return gradient_mode(self.model, self.grad_mode)
+        return contextlib.nullcontext()
+
     def __call__(self, x: Tensor, y: Tensor, target: Optional[Tensor] = None) -> Tensor:
+        """Adversarial examples for ``x`` (labels ``y``; ``target`` in targeted mode)."""
         self._check_inputs(x, y, target)
+        if self.eps == 0 or x.shape[0] == 0:
+            return x.detach().clone()
         was = self.model.training
         self.model.eval()
         self.generator = torch.Generator().manual_seed(self.seed)
-        ctx = gradient_mode(self.model, self.grad_mode) if (self.grad_mode and has_estimators(self.model)) \
-            else contextlib.nullcontext()
+        dev = self.device
         outs = []
         try:
-            with ctx:
+            with self.grad_context():
                 for i in range(0, x.shape[0], self.batch_size):
-                    xb = x[i:i + self.batch_size].detach().to(self.device).clone()
-                    yb = y[i:i + self.batch_size].to(self.device)
-                    tb = target[i:i + self.batch_size].to(self.device) if target is not None else None
+                    xb = x[i:i + self.batch_size].detach().to(dev).clone()
+                    yb = y[i:i + self.batch_size].to(dev)
+                    tb = target[i:i + self.batch_size].to(dev) if target is not None else None
                     adv = self.perturb(xb, yb, tb).detach()
                     outs.append(adv.to(x.device))
         finally:
             self.model.train(was)
-        x_adv = torch.cat(outs) if outs else x.detach().clone()
+        x_adv = torch.cat(outs)
         self.check_result(x.detach(), x_adv)
         return x_adv

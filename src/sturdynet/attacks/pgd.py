@@ -1,12 +1,15 @@
 """Projected gradient descent (Madry et al., arXiv 1706.06083), L-inf and L2.
 
-Each restart begins at a uniformly random point of the eps-ball (L-inf) or a random
-direction scaled to a random radius (L2), takes ``steps`` signed-gradient (L-inf) or
-normalized-gradient (L2) ascent steps of size ``alpha`` on the cross-entropy, and
-projects back onto the ball and [0, 1]. Unlike the last-iterate implementations of
-common libraries, each sample keeps its best iterate over all steps and restarts: the
-first misclassified one, otherwise the one with the highest loss. More steps can
-therefore never make the attack weaker.
+Each restart begins at a uniformly random point of the L-inf ball, or (L2) at a
+uniformly random direction scaled to a radius drawn uniformly from [0, eps], takes
+``steps`` signed-gradient (L-inf) or normalized-gradient (L2) ascent steps of size
+``alpha`` on the cross-entropy, and projects back onto the ball and [0, 1].
+
+Unlike the last-iterate implementations of common libraries, each sample keeps its
+best iterate over all steps and restarts: a misclassified one (targeted: one
+classified as the target) when there is one, otherwise the one with the highest
+loss. With a fixed ``alpha`` and seed, more steps can therefore never make the attack
+weaker. Restarts after the first run only on the samples not yet fooled.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import ATTACKS
-from .base import Attack, project
+from .base import Attack, to_ball, unit
 
 
 @ATTACKS.register("pgd")
@@ -37,51 +40,71 @@ class PGD(Attack):
         super().__init__(model, eps=eps, **kw)
         if steps < 1 or restarts < 1:
             raise ValueError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
+        if alpha is not None and not alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {alpha}")
         self.steps = steps
         self.alpha = float(alpha) if alpha is not None else 2.5 * self.eps / steps
         self.restarts = restarts
         self.random_start = random_start
 
     def _start(self, x: Tensor) -> Tensor:
-        if not self.random_start or self.eps == 0:
+        if not self.random_start:
             return x.clone()
         if self.norm == "linf":
             delta = (2 * self.rand_like(x) - 1) * self.eps
         else:
-            d = self.randn_like(x)
-            d = d / d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-            r = torch.rand(x.shape[0], generator=self.generator).to(x.device).view(-1, 1, 1, 1)
-            delta = d * r * self.eps
+            r = self.rand(x.shape[0], device=x.device).view(-1, 1, 1, 1)
+            delta = unit(self.randn_like(x)) * r * self.eps
         return (x + delta).clamp(0, 1)
 
     def _step(self, x_adv: Tensor, grad: Tensor) -> Tensor:
         if self.norm == "linf":
             return x_adv + self.alpha * grad.sign()
-        g = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        return x_adv + self.alpha * g
+        return x_adv + self.alpha * unit(grad)
 
-    def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
+    def _run(self, x: Tensor, y: Tensor, target: Optional[Tensor]):
+        """One restart: returns (best iterate, its loss, its success) per sample."""
         loss_fn = self.ce(y, target)
         best = x.clone()
         best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device)
         best_succ = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
 
-        def keep(cand: Tensor, loss: Tensor, logits: Tensor) -> None:
+        def keep(cand: Tensor, loss: Tensor, succ: Tensor) -> None:
             nonlocal best, best_loss, best_succ
-            succ = self.success(logits, y, target)
             better = (succ & ~best_succ) | ((succ == best_succ) & (loss > best_loss))
             best = torch.where(better.view(-1, 1, 1, 1), cand, best)
             best_loss = torch.where(better, loss, best_loss)
             best_succ = best_succ | succ
 
-        for _ in range(self.restarts):
-            x_adv = self._start(x)
-            for _ in range(self.steps):
-                loss, grad, logits = self.loss_and_grad(x_adv, loss_fn)
-                keep(x_adv, loss, logits)
-                x_adv = self._step(x_adv, grad)
-                x_adv = (x + project(x_adv - x, self.eps, self.norm)).clamp(0, 1).detach()
+        x_adv = self._start(x)
+        for _ in range(self.steps):
+            loss, grad, logits = self.loss_and_grad(x_adv, loss_fn)
+            keep(x_adv, loss, self.success(logits, y, target))
+            x_adv = to_ball(x, self._step(x_adv, grad), self.eps, self.norm).detach()
+        # The last iterate still needs a forward pass; samples already fooled skip it
+        # (a -inf loss and no success can never replace their best).
+        todo = (~best_succ).nonzero().flatten()
+        if todo.numel():
+            t = None if target is None else target[todo]
             with torch.no_grad():
-                logits = self.model(x_adv)
-                keep(x_adv, loss_fn(logits), logits)
+                logits = self.model(x_adv[todo])
+            loss = torch.full_like(best_loss, -float("inf"))
+            succ = torch.zeros_like(best_succ)
+            loss[todo] = self.ce(y[todo], t)(logits)
+            succ[todo] = self.success(logits, y[todo], t)
+            keep(x_adv, loss, succ)
+        return best, best_loss, best_succ
+
+    def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
+        best, best_loss, best_succ = self._run(x, y, target)
+        for _ in range(self.restarts - 1):
+            todo = (~best_succ).nonzero().flatten()
+            if todo.numel() == 0:
+                break
+            b, bl, bs = self._run(x[todo], y[todo], None if target is None else target[todo])
+            better = bs | (bl > best_loss[todo])
+            idx = todo[better]
+            best[idx] = b[better]
+            best_loss[idx] = bl[better]
+            best_succ[idx] = bs[better]
         return best

@@ -1,0 +1,204 @@
+"""Auto-PGD (Croce & Hein, arXiv 2003.01690): APGD-CE, APGD-DLR and APGD-T.
+
+Algorithm 1 of the paper, per sample:
+
+- start ``x0`` at a random point on the boundary of the eps-ball (L-inf: uniform noise
+  rescaled to L-inf norm eps; L2: a Gaussian direction of L2 norm eps), clipped to
+  [0, 1]; step size ``eta = 2 * eps``;
+- ``x1 = P(x0 + eta * sign(grad))`` (L2: the normalised gradient), then with momentum
+  ``alpha = 0.75``: ``z = P(xk + eta * sign(grad f(xk)))``,
+  ``x(k+1) = P(xk + alpha (z - xk) + (1 - alpha)(xk - x(k-1)))``;
+- checkpoints ``w_j = ceil(p_j N)`` with ``p_0 = 0``, ``p_1 = 0.22``,
+  ``p_(j+1) = p_j + max(p_j - p_(j-1) - 0.03, 0.06)``. At each checkpoint the step
+  size is halved and the iterate restarts from the best point so far when
+  (1) the loss increased in fewer than ``rho * (w_j - w_(j-1))`` of the steps since
+  the previous checkpoint (``rho = 0.75``), or (2) the step size was not reduced at the
+  previous checkpoint and the best loss did not change since then.
+
+Losses: cross-entropy, DLR (eq. 6) and targeted DLR (eq. 7). APGD-T (the AutoAttack
+variant) runs the targeted DLR loss against each of the ``n_target_classes`` most
+likely wrong classes in turn, on the points not yet fooled. Each sample returns its
+first misclassified iterate (targeted: classified as the target), otherwise its
+highest-loss point. Restarts run only on the points not yet fooled.
+
+Deviations from the reference code: condition 2 is applied at the first checkpoint as
+the paper states (the reference code skips it there), and checkpoints are computed
+from the formula above rather than by integer decrements.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..registry import ATTACKS
+from .base import Attack, dlr_loss, dlr_targeted_loss, to_ball, unit
+
+LOSSES = ("ce", "dlr")
+
+
+def checkpoints(n_iter: int) -> List[int]:
+    """The iterations ``w_0 = 0 < w_1 < ...`` at which the step size may be halved."""
+    p = [0.0, 0.22]
+    while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1.0:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return sorted({int(math.ceil(pj * n_iter)) for pj in p if pj * n_iter <= n_iter})
+
+
+@ATTACKS.register("apgd")
+class APGD(Attack):
+    """Auto-PGD with the CE or DLR loss (targeted mode: -CE or targeted DLR).
+
+    Args:
+        steps: iterations ``N_iter`` (the paper uses 100).
+        loss: ``"ce"`` or ``"dlr"``.
+        restarts: random restarts, each on the points not yet fooled.
+        rho: the condition-1 threshold.
+        momentum: the momentum ``alpha``.
+    """
+
+    name = "apgd"
+
+    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, steps: int = 100, loss: str = "ce",
+                 restarts: int = 1, rho: float = 0.75, momentum: float = 0.75, **kw) -> None:
+        super().__init__(model, eps=eps, **kw)
+        if steps < 1 or restarts < 1:
+            raise ValueError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        if not 0 < rho < 1 or not 0 < momentum <= 1:
+            raise ValueError(f"rho must be in (0, 1) and momentum in (0, 1], got {rho} and {momentum}")
+        self.steps = steps
+        self.loss = loss
+        self.restarts = restarts
+        self.rho = rho
+        self.momentum = momentum
+        self.checkpoints = checkpoints(steps)
+
+    # -- pieces -----------------------------------------------------------------------
+    def loss_fn(self, y: Tensor, target: Optional[Tensor]) -> Callable[[Tensor], Tensor]:
+        if target is None:
+            return (lambda z: F.cross_entropy(z, y, reduction="none")) if self.loss == "ce" \
+                else (lambda z: dlr_loss(z, y))
+        return (lambda z: -F.cross_entropy(z, target, reduction="none")) if self.loss == "ce" \
+            else (lambda z: dlr_targeted_loss(z, y, target))
+
+    def _start(self, x: Tensor) -> Tensor:
+        if self.norm == "linf":
+            t = 2 * self.rand_like(x) - 1
+            t = t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        else:
+            t = unit(self.randn_like(x))
+        return (x + self.eps * t).clamp(0, 1)
+
+    def _dir(self, g: Tensor) -> Tensor:
+        return g.sign() if self.norm == "linf" else unit(g)
+
+    def run_once(self, x: Tensor, y: Tensor, target: Optional[Tensor],
+                 goal: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """One APGD run. ``target`` feeds the loss; success is reaching ``goal`` (a
+        target label) when given, else misclassification. Returns (x_adv, success)."""
+        fn = self.loss_fn(y, target)
+        view = (-1,) + (1,) * (x.dim() - 1)
+
+        def succeeded(logits: Tensor) -> Tensor:
+            pred = logits.argmax(1)
+            return pred == goal if goal is not None else pred != y
+
+        x_cur = self._start(x)
+        f, g, logits = self.loss_and_grad(x_cur, fn)
+        succ = succeeded(logits)
+        adv = x_cur.clone()
+        x_max, f_max, g_max = x_cur.clone(), f.clone(), g.clone()
+        hist = [f]
+        eta = torch.full((x.shape[0],), 2 * self.eps, device=x.device)
+        reduced_last = torch.zeros_like(succ)
+        f_max_last = f_max.clone()
+        w_prev = 0
+        x_prev = x_cur
+        for k in range(self.steps):
+            z = to_ball(x, x_cur + eta.view(view) * self._dir(g), self.eps, self.norm)
+            if k > 0:
+                a = self.momentum
+                z = to_ball(x, x_cur + a * (z - x_cur) + (1 - a) * (x_cur - x_prev), self.eps, self.norm)
+            x_prev, x_cur = x_cur, z.detach()
+            f, g, logits = self.loss_and_grad(x_cur, fn)
+            hist.append(f)
+            s = succeeded(logits)
+            new = s & ~succ
+            adv[new] = x_cur[new]
+            succ |= s
+            up = f > f_max
+            x_max[up], f_max[up], g_max[up] = x_cur[up], f[up], g[up]
+            if k + 1 in self.checkpoints[1:]:
+                w = k + 1
+                incr = torch.stack([hist[i + 1] > hist[i] for i in range(w_prev, w)]).sum(0)
+                cond1 = incr < self.rho * (w - w_prev)
+                cond2 = ~reduced_last & (f_max <= f_max_last)
+                red = cond1 | cond2
+                eta = torch.where(red, eta / 2, eta)
+                x_cur = torch.where(red.view(view), x_max, x_cur)
+                g = torch.where(red.view(view), g_max, g)
+                reduced_last, f_max_last, w_prev = red, f_max.clone(), w
+        out = torch.where(succ.view(view), adv, x_max)
+        return out, succ
+
+    def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
+        out = x.clone()
+        done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        for r in range(self.restarts):
+            todo = (~done).nonzero().flatten()
+            if todo.numel() == 0:
+                break
+            t = None if target is None else target[todo]
+            adv, s = self.run_once(x[todo], y[todo], t, goal=t)
+            if r == 0:
+                out[todo] = adv
+            out[todo[s]] = adv[s]
+            done[todo[s]] = True
+        return out
+
+
+@ATTACKS.register("apgd-t")
+class APGDT(APGD):
+    """APGD-T: targeted DLR against the ``n_target_classes`` most likely wrong classes,
+    one after the other on the points not yet misclassified (an untargeted attack
+    overall: success means any wrong class).
+
+    Args:
+        n_target_classes: how many target classes to try (AutoAttack uses 9).
+        loss: ``"dlr"`` (targeted DLR, the default) or ``"ce"`` (minus CE on the target).
+    """
+
+    name = "apgd-t"
+    supports_targeted = False
+
+    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, n_target_classes: int = 9,
+                 loss: str = "dlr", **kw) -> None:
+        super().__init__(model, eps=eps, loss=loss, **kw)
+        if n_target_classes < 1:
+            raise ValueError(f"n_target_classes must be >= 1, got {n_target_classes}")
+        self.n_target_classes = n_target_classes
+
+    def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
+        with torch.no_grad():
+            logits = self.model(x)
+        n_cls = logits.shape[1]
+        ranked = logits.scatter(1, y[:, None], -float("inf")).argsort(1, descending=True)
+        out = x.clone()
+        done = logits.argmax(1) != y
+        for t in range(min(self.n_target_classes, n_cls - 1)):
+            for _ in range(self.restarts):
+                todo = (~done).nonzero().flatten()
+                if todo.numel() == 0:
+                    return out
+                tgt = ranked[todo, t]
+                adv, s = self.run_once(x[todo], y[todo], tgt)
+                if t == 0:
+                    out[todo] = adv
+                out[todo[s]] = adv[s]
+                done[todo[s]] = True
+        return out

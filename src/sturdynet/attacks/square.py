@@ -1,0 +1,204 @@
+"""Square Attack (Andriushchenko et al., arXiv 1912.00043), L-inf and L2.
+
+A score-based, gradient-free random search: it only calls the model's forward pass,
+so gradient masking cannot fool it. Per sample and iteration it changes the
+perturbation on a random square window and keeps the change when the loss (margin
+``z_y - max_{k != y} z_k`` untargeted, cross-entropy on the target when targeted)
+decreases; a sample stops as soon as it is fooled.
+
+- L-inf (Algorithm 2): start from vertical stripes of +-eps (one sign per column and
+  channel); each update sets the window to +-eps with one random sign per channel,
+  re-drawn when the window would not change.
+- L2 (Algorithm 3): start from a grid of pseudo-Gaussian blocks ``eta`` of random
+  sign, scaled to norm eps; each update moves the mass of a second window into the
+  first, adds a new ``eta`` pattern there, and renormalises to norm eps.
+- The window's side is ``s = round(sqrt(p * H * W))`` with ``p = p_init`` halved at
+  iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 of a 10,000-query budget,
+  rescaled to the actual budget ``n_queries`` (as AutoAttack does).
+
+Deviation: windows start anywhere in ``[0, H - s]`` (the reference code never uses the
+last position).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..registry import ATTACKS
+from .base import Attack, margin
+
+HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def p_schedule(it: int, n_queries: int, p_init: float) -> float:
+    """The fraction of pixels changed at iteration ``it`` (schedule rescaled to ``n_queries``)."""
+    scaled = int(it / n_queries * 10000)
+    return p_init / 2 ** sum(scaled > t for t in HALVINGS)
+
+
+def _rect(a: int, b: int) -> Tensor:
+    """Concentric rectangles around the centre with weights ``1 / (k + 1)^2``, unit L2 norm."""
+    if a == 0:
+        return torch.zeros(0, b)
+    ca, cb = a // 2, b // 2
+    k = max(ca + 1, cb + 1)
+    d = torch.maximum((torch.arange(a) - ca).abs()[:, None], (torch.arange(b) - cb).abs()[None, :])
+    w = 1.0 / (torch.arange(k, dtype=torch.float32) + 1) ** 2
+    suffix = w.flip(0).cumsum(0).flip(0)
+    out = suffix[d.clamp(max=k - 1)]
+    return out / out.norm()
+
+
+def eta(s: int) -> Tensor:
+    """The pseudo-Gaussian s x s pattern of the L2 attack: two halves of opposite sign."""
+    out = torch.cat([_rect(s // 2, s), -_rect(s - s // 2, s)], 0)
+    return out / out.norm()
+
+
+@ATTACKS.register("square")
+class Square(Attack):
+    """Square Attack.
+
+    Args:
+        n_queries: query budget per sample (the initial point counts as one).
+        p_init: initial fraction of pixels changed per update (AutoAttack uses 0.8).
+        restarts: independent runs, each on the points not yet fooled.
+        loss: ``"margin"`` or ``"ce"`` (untargeted; targeted always uses CE).
+    """
+
+    name = "square"
+
+    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, n_queries: int = 5000, p_init: float = 0.8,
+                 restarts: int = 1, loss: str = "margin", **kw) -> None:
+        super().__init__(model, eps=eps, **kw)
+        if n_queries < 1 or restarts < 1:
+            raise ValueError(f"n_queries and restarts must be >= 1, got {n_queries} and {restarts}")
+        if not 0 < p_init <= 1:
+            raise ValueError(f"p_init must be in (0, 1], got {p_init}")
+        if loss not in ("margin", "ce"):
+            raise ValueError(f"loss must be 'margin' or 'ce', got {loss!r}")
+        self.n_queries = n_queries
+        self.p_init = p_init
+        self.restarts = restarts
+        self.loss = loss
+
+    # -- scoring -------------------------------------------------------------------------
+    @torch.no_grad()
+    def _score(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        """(margin, loss): margin <= 0 means success; the search minimises loss."""
+        z = self.model(x)
+        if self.targeted:
+            m = -margin(z, target)
+            return m, F.cross_entropy(z, target, reduction="none")
+        m = margin(z, y)
+        return m, (m if self.loss == "margin" else -F.cross_entropy(z, y, reduction="none"))
+
+    def _windows(self, n: int, h: int, w: int, s: int, dev: torch.device) -> Tuple[Tensor, Tensor]:
+        """Random top-left corners in [0, h - s] x [0, w - s], one per sample."""
+        return self.randint(h - s + 1, n, dev), self.randint(w - s + 1, n, dev)
+
+    @staticmethod
+    def _mask(vh: Tensor, vw: Tensor, s: int, h: int, w: int) -> Tensor:
+        rows = torch.arange(h, device=vh.device)
+        cols = torch.arange(w, device=vh.device)
+        mh = (rows[None] >= vh[:, None]) & (rows[None] < vh[:, None] + s)
+        mw = (cols[None] >= vw[:, None]) & (cols[None] < vw[:, None] + s)
+        return (mh[:, :, None] & mw[:, None, :])[:, None]
+
+    # -- the two norms ---------------------------------------------------------------------
+    def _init(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        if self.norm == "linf":
+            signs = self.rand(n, c, 1, w, device=x.device).lt(0.5).float() * 2 - 1
+            return (x + self.eps * signs).clamp(0, 1)
+        s = max(h // 5, 1)
+        start = (h - 5 * s) // 2 if h >= 5 * s else 0
+        delta = torch.zeros_like(x)
+        pat = eta(s).to(x.device)
+        for vh in range(start, h - s + 1, s):
+            for vw in range(start, w - s + 1, s):
+                signs = self.rand(n, c, 1, 1, device=x.device).lt(0.5).float() * 2 - 1
+                delta[:, :, vh:vh + s, vw:vw + s] += pat * signs
+        norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return (x + self.eps * delta / norm).clamp(0, 1)
+
+    def _propose_linf(self, x: Tensor, x_best: Tensor, p: float) -> Tensor:
+        n, c, h, w = x.shape
+        s = min(max(int(round(math.sqrt(p * h * w))), 1), h, w)
+        vh, vw = self._windows(n, h, w, s, x.device)
+        mask = self._mask(vh, vw, s, h, w)
+        cand = x_best
+        pending = torch.ones(n, dtype=torch.bool, device=x.device)
+        for _ in range(10):  # re-draw signs that would leave the window unchanged
+            signs = self.rand(n, c, 1, 1, device=x.device).lt(0.5).float() * 2 - 1
+            new = torch.where(mask, (x + self.eps * signs).clamp(0, 1), x_best)
+            cand = torch.where(pending.view(-1, 1, 1, 1), new, cand)
+            pending = pending & ((cand - x_best).abs().flatten(1).amax(1) < 1e-7)
+            if not pending.any():
+                break
+        return cand
+
+    def _propose_l2(self, x: Tensor, x_best: Tensor, p: float) -> Tensor:
+        n, c, h, w = x.shape
+        s = max(int(round(math.sqrt(p * h * w))), 3)
+        s = min(s + (s % 2 == 0), h, w)
+        delta = x_best - x
+        (vh1, vw1), (vh2, vw2) = self._windows(n, h, w, s, x.device), self._windows(n, h, w, s, x.device)
+        m1, m2 = self._mask(vh1, vw1, s, h, w), self._mask(vh2, vw2, s, h, w)
+        view = delta.permute(0, 2, 3, 1)  # (n, h, w, c), shares storage with delta
+        ar = torch.arange(n, device=x.device)[:, None, None]
+        r1 = (vh1[:, None] + torch.arange(s, device=x.device))[:, :, None]
+        c1 = (vw1[:, None] + torch.arange(s, device=x.device))[:, None, :]
+        win1 = view[ar, r1, c1]  # (n, s, s, c)
+        norm_w1 = win1.pow(2).sum((1, 2), keepdim=True).sqrt()
+        norm_img = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        norm_union = (delta * (m1 | m2)).pow(2).sum((2, 3)).sqrt().view(n, 1, 1, c)
+        pat = eta(s).to(x.device)
+        flip = self.rand(n, device=x.device).lt(0.5).view(-1, 1, 1)
+        pat = torch.where(flip, pat.t()[None], pat[None])[..., None]  # (n, s, s, 1)
+        signs = self.rand(n, 1, 1, c, device=x.device).lt(0.5).float() * 2 - 1
+        new = pat * signs + win1 / (norm_w1 + 1e-12)
+        budget = ((self.eps ** 2 - norm_img ** 2).clamp_min(0) / c + norm_union ** 2).sqrt()
+        new = new / (new.pow(2).sum((1, 2), keepdim=True).sqrt() + 1e-12) * budget
+        delta = delta * ~m2
+        view = delta.permute(0, 2, 3, 1)
+        view[ar, r1, c1] = new
+        norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return (x + self.eps * delta / norm).clamp(0, 1)
+
+    def _run(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        x_best = self._init(x)
+        m_best, l_best = self._score(x_best, y, target)
+        propose = self._propose_linf if self.norm == "linf" else self._propose_l2
+        for it in range(self.n_queries - 1):
+            idx = (m_best > 0).nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            xi, xb = x[idx], x_best[idx]
+            cand = propose(xi, xb, p_schedule(it, self.n_queries, self.p_init))
+            m, l = self._score(cand, y[idx], None if target is None else target[idx])
+            better = (l < l_best[idx]) | (m <= 0)
+            l_best[idx] = torch.where(l < l_best[idx], l, l_best[idx])
+            m_best[idx] = torch.where(better, m, m_best[idx])
+            x_best[idx] = torch.where(better.view(-1, 1, 1, 1), cand, xb)
+        return x_best, m_best <= 0
+
+    def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
+        out = x.clone()
+        done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        m0, _ = self._score(x, y, target)
+        done |= m0 <= 0
+        for r in range(self.restarts):
+            todo = (~done).nonzero().flatten()
+            if todo.numel() == 0:
+                break
+            adv, s = self._run(x[todo], y[todo], None if target is None else target[todo])
+            if r == 0:
+                out[todo] = adv
+            out[todo[s]] = adv[s]
+            done[todo[s]] = True
+        return out
