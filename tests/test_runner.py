@@ -113,3 +113,30 @@ def test_other_recipe_in_same_folder_refused(tiny_run):
     other = dict(TINY, seed=1)
     with pytest.raises(ValueError, match="different recipe"):
         run_recipe(parse_recipe(other), out)
+
+
+CIFAR = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CIFAR.exists(), reason="needs ../shared/datasets/cifar10-jpeg.tar.gz")
+def test_cifar10_archive_resnet20_recipe_trains_and_reports(tmp_path):
+    recipe = {
+        "name": "cifar-tiny", "seed": 0,
+        "data": {"name": "imagefolder", "path": str(CIFAR), "augment": "crop_flip",
+                 "subset": {"train": 1000, "val": 100, "test": 200}},
+        "model": {"name": "resnet20"},
+        "train": {"epochs": 2, "batch_size": 128, "lr": 0.1},
+        "variants": [{"name": "dense"}, {"name": "int8", "method": "quant.uniform", "bits": 8}],
+        "evaluate": [{"check": "clean"}, {"check": "pgd", "eps": 0.0313725, "steps": 2, "samples": 50}],
+    }
+    res = run_recipe(parse_recipe(recipe), tmp_path)
+    assert res["data"]["input_size"] == [32, 32] and res["data"]["num_classes"] == 10
+    dense, q = res["variants"]
+    assert dense["status"] == q["status"] == "ok"
+    assert dense["metrics"]["clean"]["accuracy"] > 0.15  # above chance after 2 epochs on 1000 images
+    assert q["size_bytes"] < dense["size_bytes"] / 3
+    from sturdynet.report import render_report
+
+    paths = render_report(tmp_path)
+    assert (tmp_path / "report.html").exists() and paths
