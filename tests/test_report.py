@@ -164,7 +164,7 @@ def test_robust_check_wins_and_ratio_without_dense(tmp_path):
 def test_summary_rows():
     rows = summary_rows(make_results())
     assert [list(r) for r in rows][0] == ["variant", "method", "size", "ratio", "clean", "robust", "status"]
-    assert rows[1] == {"variant": "pruned-90", "method": "prune.global_magnitude (sparsity=0.9, scope=global)",
+    assert rows[1] == {"variant": "pruned-90", "method": "prune.global_magnitude (sparsity=0.9, …)",
                        "size": "36.6 KiB", "ratio": "7.07x", "clean": "97.2%", "robust": "20.0% (ber)",
                        "status": "ok"}
     assert rows[3]["status"] == "failed" and rows[3]["clean"] == "—"

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Mapping
 import yaml
 
 from .model import Block, Bullets, Code, Document, Figure, Heading, Para, Text, para
-from .tables import check_table, curve_table, facts_table, main_table, timing_table
+from .tables import check_table, curve_table, facts_table, main_table, timing_table, variants_table
 from .view import RunView, is_masking_flag
 
 
@@ -113,6 +113,8 @@ def build_document(view: RunView, figs: Dict[str, Figure]) -> Document:
     failures = _failures(view)
     if failures:
         blocks += [Heading(2, "Failed variants", _anchor("failed-variants", used))] + failures
+    if view.variants:
+        blocks += [Heading(2, "Variants", _anchor("variants", used)), variants_table(view)]
     if view.check_ids:
         blocks += [Heading(2, "Checks", _anchor("checks", used))] + _check_sections(view, figs, used)
     timing = timing_table(view)

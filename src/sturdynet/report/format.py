@@ -74,7 +74,7 @@ def fmt_num(x: Any) -> str:
     if isinstance(x, bool):
         return "true" if x else "false"
     if isinstance(x, int):
-        return str(x)
+        return f"{x:,}" if abs(x) >= 10000 else str(x)
     if isinstance(x, float):
         if math.isnan(x) or math.isinf(x):
             return str(x)
@@ -103,8 +103,18 @@ def fmt_bits(bits: Any) -> str:
     return fmt_num(lo) if lo == hi else f"mixed {fmt_num(lo)}–{fmt_num(hi)}"
 
 
-def fmt_params(params: Any) -> str:
-    """Method parameters as ``key=value`` pairs; a ``steps`` list becomes ``a(...) + b(...)``."""
+def _is_off(v: Any) -> bool:
+    """Values that usually mean "feature off / default" and are left out of a short summary."""
+    return v is None or v is False or (isinstance(v, (int, float)) and not isinstance(v, bool) and v == 0) \
+        or (isinstance(v, (list, tuple, Mapping)) and not v)
+
+
+def fmt_params(params: Any, limit: Optional[int] = None) -> str:
+    """Method parameters as ``key=value`` pairs; a ``steps`` list becomes ``a(...) + b(...)``.
+
+    With ``limit``, only the first ``limit`` parameters that are not off (None, false, 0,
+    empty) are shown, then ``…`` (per step for a ``steps`` list).
+    """
     if not params:
         return ""
     if isinstance(params, Mapping) and isinstance(params.get("steps"), list):
@@ -112,21 +122,27 @@ def fmt_params(params: Any) -> str:
         for s in params["steps"]:
             if isinstance(s, Mapping):
                 rest = {k: v for k, v in s.items() if k != "method"}
-                inner = fmt_params(rest)
+                inner = fmt_params(rest, None if limit is None else max(1, limit - 1))
                 parts.append(f"{s.get('method', '?')}({inner})" if inner else str(s.get("method", "?")))
             else:
                 parts.append(fmt_num(s))
         others = {k: v for k, v in params.items() if k != "steps"}
-        tail = fmt_params(others)
+        tail = fmt_params(others, limit)
         return " + ".join(parts) + (f"; {tail}" if tail else "")
     if isinstance(params, Mapping):
-        return ", ".join(f"{k}={fmt_num(v)}" for k, v in params.items() if v is not None)
+        items = [(k, v) for k, v in params.items() if v is not None]
+        if limit is not None:
+            on = [(k, v) for k, v in items if not _is_off(v)]
+            items, more = on[:limit], len(on) > limit
+        else:
+            more = False
+        return ", ".join(f"{k}={fmt_num(v)}" for k, v in items) + (", …" if more else "")
     return fmt_num(params)
 
 
-def fmt_method(method: Optional[str], params: Any) -> str:
-    """``"prune.global_magnitude (sparsity=0.9)"``; ``"dense"`` for no method."""
-    p = fmt_params(params)
+def fmt_method(method: Optional[str], params: Any, limit: Optional[int] = None) -> str:
+    """``"prune.global_magnitude (sparsity=0.9)"``; ``"dense"`` for no method (see :func:`fmt_params`)."""
+    p = fmt_params(params, limit)
     if not method:
         return f"dense ({p})" if p else "dense"
     if isinstance(params, Mapping) and isinstance(params.get("steps"), list):

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from .format import fmt_bytes, fmt_num, x_label
@@ -74,11 +75,11 @@ def _bytes_axis(ax, sizes: Sequence[float]) -> None:
 
 
 def _labelled_points(ax, pts: List[Tuple[str, float, float]], palette: _Palette, marker: Optional[str] = None,
-                     label_points: bool = True, series: Optional[str] = None, hollow: bool = False) -> None:
-    for i, (name, size, acc) in enumerate(pts):
+                     label_points: bool = True, hollow: bool = False) -> None:
+    for name, size, acc in pts:
         color, m = palette(name)
         ax.scatter([size], [100 * acc], color="none" if hollow else color, edgecolors=color, marker=marker or m,
-                   s=46, zorder=3, linewidths=1.4, label=series if (series and i == 0) else None)
+                   s=46, zorder=3, linewidths=1.4)
         if label_points:
             ax.annotate(name, (size, 100 * acc), textcoords="offset points", xytext=(5, 5), fontsize=8, color=color)
 
@@ -109,29 +110,33 @@ def frontier_plot(view: RunView, path: Path, palette: _Palette) -> bool:
         return False
     fig = _new()
     ax = fig.add_subplot()
-    _labelled_points(ax, clean, palette, marker="o", series="clean")
-    _labelled_points(ax, rob, palette, marker="s", series="robust", label_points=False, hollow=True)
+    _labelled_points(ax, clean, palette, marker="o")
+    _labelled_points(ax, rob, palette, marker="s", label_points=False, hollow=True)
     robust_of = {name: r for name, _, r in rob}
     for name, s, a in clean:
         if name in robust_of:
             ax.plot([s, s], [100 * a, 100 * robust_of[name]], color=palette(name)[0], alpha=0.35, linewidth=1, zorder=2)
     _bytes_axis(ax, [p[1] for p in clean + rob])
     _percent_axis(ax)
-    ax.legend(loc="lower right", fontsize=8)
+    proxies = [Line2D([], [], color="0.35", marker="o", linestyle="", label="clean"),
+               Line2D([], [], color="0.35", marker="s", markerfacecolor="none", linestyle="", label="robust")]
+    ax.legend(handles=proxies, loc="lower right", fontsize=8)
     ax.set_title("Clean and robust accuracy against size")
     _save(fig, path)
     return True
 
 
 def _x_scale(ax, xs: List[float]) -> None:
-    """Log x when the positive x values span more than two decades (symlog if 0 is present)."""
+    """Log x when the positive x values span two decades or more (symlog if 0 is present)."""
     pos = [x for x in xs if x > 0]
-    if len(pos) < 2 or max(pos) / min(pos) <= 100 or any(x < 0 for x in xs):
+    if len(pos) < 2 or max(pos) / min(pos) < 100 or any(x < 0 for x in xs):
         return
     if len(pos) < len(xs):
         ax.set_xscale("symlog", linthresh=min(pos), linscale=0.5)
     else:
         ax.set_xscale("log")
+    if all(float(x).is_integer() for x in xs):  # counts (flips, steps): plain numbers, not 10^k
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt_num(int(round(x)))))
 
 
 def curve_plot(view: RunView, cid: str, path: Path, palette: _Palette) -> bool:

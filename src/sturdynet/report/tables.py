@@ -13,21 +13,24 @@ from .view import RunView
 #: metric keys that are not shown as scalar extras in the per-check tables
 _NOT_EXTRAS = ("accuracy", "per_sample", "curve", "flags", "error", "check_key")
 _MAX_CURVE_COLUMNS = 12
+#: parameters shown beside the method in the summary (all of them in the variants table)
+KEY_PARAMS = 3
 
 
 def _status_cell(status: str) -> Cell:
     return Cell(status, cls="ok" if status == "ok" else "failed" if status == "failed" else "pending")
 
 
-def variant_values(view: RunView, v: Mapping[str, Any]) -> Dict[str, str]:
-    """The formatted summary fields of one variant (shared by the main table and :func:`summary_rows`)."""
+def variant_values(view: RunView, v: Mapping[str, Any], key_params: int = KEY_PARAMS) -> Dict[str, str]:
+    """The formatted summary fields of one variant (shared by the main table and :func:`summary_rows`);
+    ``key_params`` parameters are shown beside the method."""
     rob = view.robust(v)
     robust = fmt_pct(rob.accuracy)
     if rob.accuracy is not None and rob.from_min and rob.source:
         robust = f"{robust} ({rob.source}{'; incomplete' if rob.incomplete else ''})"
     return {
         "variant": v["name"],
-        "method": fmt_method(v.get("method"), v.get("params")),
+        "method": fmt_method(v.get("method"), v.get("params"), limit=key_params),
         "size": fmt_bytes(v.get("size_bytes")),
         "bytes": fmt_int(v.get("size_bytes")),
         "ratio": fmt_ratio(view.ratio(v)),
@@ -43,15 +46,16 @@ def summary_rows(results: Mapping[str, Any]) -> List[Dict[str, str]]:
     """One dict per variant for a console table, values already formatted.
 
     Keys, in display order: ``variant, method, size, ratio, clean, robust, status``
-    (``size`` in B/KiB/MiB, ``ratio`` like ``"7.07x"``, accuracies like ``"99.2%"``;
-    a robust value taken as the minimum over checks names that check in parentheses).
+    (``method`` with its first parameter, ``size`` in B/KiB/MiB, ``ratio`` like ``"7.07x"``,
+    accuracies like ``"99.2%"``; a robust value taken as the minimum over checks names that
+    check in parentheses).
 
     Raises:
         ValueError: ``results`` does not follow the results.json schema.
     """
     view = RunView(validate_results(results))
     keys = ("variant", "method", "size", "ratio", "clean", "robust", "status")
-    return [{k: variant_values(view, v)[k] for k in keys} for v in view.variants]
+    return [{k: variant_values(view, v, key_params=1)[k] for k in keys} for v in view.variants]
 
 
 def _accuracy_cell(view: RunView, v: Mapping[str, Any], cid: str) -> Cell:
@@ -183,6 +187,23 @@ def curve_table(view: RunView, cid: str) -> Optional[Table]:
     return Table(cols, rows)
 
 
+def variants_table(view: RunView) -> Table:
+    """Every variant's method with all its parameters, fine-tuning epochs and parameter count."""
+    ft = {v.get("name"): v.get("finetune_epochs") for v in view.recipe.get("variants") or []
+          if isinstance(v, Mapping)}
+    rows = []
+    for v in view.variants:
+        epochs = ft.get(v["name"])
+        if epochs is None and v.get("finetune_history"):
+            epochs = len(v["finetune_history"])
+        rows.append((Cell(v["name"], strong=True), Cell(v.get("method") or "dense"),
+                     Cell(fmt_params(v.get("params")) or DASH), Cell(fmt_num(epochs)),
+                     Cell(fmt_int(v.get("params_count")))))
+    cols = (Column("Variant"), Column("Method"), Column("Parameters"), Column("Fine-tune epochs", "right"),
+            Column("Weights", "right"))
+    return Table(cols, tuple(rows))
+
+
 def timing_table(view: RunView) -> Optional[Table]:
     """Seconds spent per variant and phase; None when no variant recorded any."""
     keys: List[str] = []
@@ -235,7 +256,7 @@ def facts_table(view: RunView) -> Table:
             text += f", final val accuracy {fmt_pct(last['val_accuracy'])}"
         rows.append(("Base model", text))
     if r.get("versions"):
-        rows.append(("Versions", ", ".join(f"{k} {v}" for k, v in r["versions"].items())))
+        rows.append(("Versions", ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v is not None)))
     rows.append(("Git commit", r.get("git_commit") or "unknown (not recorded)"))
     if r.get("machine"):
         rows.append(("Machine", _join_scalars(r["machine"])))
