@@ -130,10 +130,20 @@ def test_penalty_adds_l1_of_active_candidates():
     assert float((loss - ce).detach()) == pytest.approx(0.5 * (1 + 3 + 7))  # all candidates on, base channels not counted
 
 
-def test_prepare_needs_widths_and_model_must_be_growable():
+def test_grown_state_dict_loads_into_the_prepared_structure():
+    torch.manual_seed(0)
+    base = build_model("binary_vgg_small", 1, 4, (8, 8), width=2).eval()
+    grown = base.rebuild((3, 2, 5, 4, 8, 9)).eval()
+    skeleton = RABNNGrow().prepare(base, RABNNParams())  # widths unknown until the state_dict arrives
+    assert skeleton.widths == base.widths
+    skeleton.load_state_dict(grown.state_dict())
+    assert skeleton.widths == (3, 2, 5, 4, 8, 9)
+    x = torch.rand(2, 1, 8, 8)
+    torch.testing.assert_close(skeleton.eval()(x), grown(x))
+
+
+def test_prepare_with_widths_and_model_must_be_growable():
     m = build_model("bireal_resnet20", 1, 4, (8, 8), width=2)
-    with pytest.raises(ValueError, match="widths"):
-        RABNNGrow().prepare(m, RABNNParams())
     assert RABNNGrow().prepare(m, RABNNParams(widths=(3, 5, 7))).widths == (3, 5, 7)
     with pytest.raises(ValueError, match="growable"):
         RABNNGrow().apply(build_model("small_cnn", 1, 4, (8, 8)), RABNNParams(), _ctx(_data()))

@@ -26,9 +26,11 @@ channels' weights; ``scratch`` re-initializes the grown model). Because masks ac
 whole residual streams, a Bi-Real ResNet grows per stage (its convs share the stage's
 channels through the real-valued shortcuts).
 
-The grown widths are decided by training, so rebuilding a checkpoint needs them: they
-are logged as ``ctx.log["ra_bnn"]["grown_widths"]``; ``widths: [...]`` skips growing and
-builds (and retrains) exactly that architecture.
+The grown widths are decided by training: they are logged as
+``ctx.log["ra_bnn"]["grown_widths"]``, and a checkpoint of the grown model loads into
+the structure ``prepare`` returns (the base model), because binary models adopt the
+widths of the state_dict they load. ``widths: [...]`` skips growing and builds (and
+retrains) exactly that architecture.
 """
 from __future__ import annotations
 
@@ -129,34 +131,10 @@ class RAGrowthPenalty(Callback):
 
 # -- copying channels between models of the same kind and different widths --------------------
 
-_PROBES = (37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97)
-
-
 def channel_map(model: nn.Module) -> Dict[str, List[Tuple[int, int, int]]]:
-    """For each state_dict entry: the (dim, group, repeat) of every dim sized by a group width.
-
-    Found by building the same architecture with distinct probe widths; ``repeat > 1``
-    marks a flattened (channel-major) dim such as VGG-Small's classifier input.
-    """
-    args = model.build_args
-    avoid = {args.get("in_channels"), args.get("num_classes")}
-    probes = [p for p in _PROBES if p not in avoid][:len(model.widths)]
-    if len(probes) < len(model.widths):
-        raise ValueError(f"too many channel groups ({len(model.widths)}) to probe")
-    probe = model.rebuild(probes)
-    rep = int(getattr(probe, "flat_spatial", 1))
-    out: Dict[str, List[Tuple[int, int, int]]] = {}
-    for name, t in probe.state_dict().items():
-        dims = []
-        for d, size in enumerate(t.shape):
-            for g, p in enumerate(probes):
-                if size == p:
-                    dims.append((d, g, 1))
-                elif rep > 1 and size == p * rep:
-                    dims.append((d, g, rep))
-        if dims:
-            out[name] = dims
-    return out
+    """(dim, group, repeat) of every group-sized dim of each state_dict entry (see ``BinaryNet.channel_map``)."""
+    _check_growable(model)
+    return model.channel_map()
 
 
 def _expand(idx: Tensor, rep: int) -> Tensor:
@@ -213,7 +191,7 @@ class RABNNParams:
 
 
 def _check_growable(model: nn.Module) -> None:
-    if not all(hasattr(model, a) for a in ("rebuild", "set_gates", "widths", "build_args")):
+    if not all(hasattr(model, a) for a in ("rebuild", "set_gates", "widths", "build_args", "channel_map")):
         raise ValueError("ra_bnn.grow needs a growable binary model (bireal_resnet20, bireal_resnet18, "
                          f"binary_vgg_small), got {type(model).__name__}")
 
@@ -228,9 +206,8 @@ class RABNNGrow(CompressionMethod):
 
     def prepare(self, model: nn.Module, params: RABNNParams) -> nn.Module:
         _check_growable(model)
-        if params.widths is None:
-            raise ValueError("ra_bnn.grow: the grown widths are decided by training; give widths: [...] "
-                             "(logged as grown_widths) to rebuild the structure")
+        if params.widths is None:  # widths come from the checkpoint (BinaryNet.load_state_dict)
+            return copy.deepcopy(model)
         return model.rebuild(params.widths).to(_device(model))
 
     def grow(self, model: nn.Module, params: RABNNParams, ctx: CompressContext) -> Tuple[nn.Module, dict]:
