@@ -29,7 +29,9 @@ def finish_report(out: Path, results: Dict[str, Any]) -> int:
     """
     from ..report import render_report
 
-    console = Console()
+    import sys
+
+    console = Console(width=None if sys.stdout.isatty() else 140)
     paths = render_report(out)
     print_table(results, console)
     console.print(f"report: {paths.get('html', out / 'report.html')}")
