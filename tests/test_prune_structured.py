@@ -2,6 +2,7 @@
 exactly what the channel-masked model computes (small_cnn, mlp, resnet20, resnet18)."""
 from __future__ import annotations
 
+import copy
 import io
 
 import pytest
@@ -210,12 +211,6 @@ def test_l1_channel_choice_matches_torch_ln_structured():
     model = build_model("small_cnn", 1, 10, (8, 8), width=8)
     masked, _ = structured_prune(model, StructuredParams(amount=0.5, physical=False))
     for name in ("1", "4", "8", "11"):
-        conv = copy_module(model.get_submodule(name))
+        conv = copy.deepcopy(model.get_submodule(name))
         tprune.ln_structured(conv, "weight", amount=0.5, n=1, dim=0)
         assert torch.equal(conv.weight_mask.bool(), masked.get_submodule(name).weight_mask)
-
-
-def copy_module(m):
-    import copy
-
-    return copy.deepcopy(m)

@@ -119,24 +119,26 @@ def mask_channels(model: nn.Module, groups: List[ChannelGroup], keep: Mapping[st
             attach_mask(norm, "bias", k.clone())
 
 
+def _off(m: nn.Module, pname: str, n: int) -> Tensor:
+    """Per channel: True where ``m.<pname>`` is entirely masked (or ``m`` has no such tensor)."""
+    p = getattr(m, pname, None)
+    if p is None:
+        return torch.ones(n, dtype=torch.bool)
+    mk = m._buffers.get(pname + SUFFIX)
+    if mk is None:
+        return torch.zeros(n, dtype=torch.bool)
+    return ~mk.reshape(n, -1).any(1).cpu()
+
+
 def _live_channels(model: nn.Module, g: ChannelGroup) -> Tensor:
-    """Channels not fully masked: a channel is dead when its filter and (if present) its
-    bias / norm gamma / norm beta are all masked."""
+    """Channels not fully masked; a channel is dead when its filter, its bias and its
+    norm's gamma and beta (those that exist) are all masked."""
     prod = _get(model, g.producer)
-    wm = prod._buffers.get("weight" + SUFFIX)
     n = _out(prod)
-    dead = torch.ones(n, dtype=torch.bool, device=prod.weight.device) if wm is not None else \
-        torch.zeros(n, dtype=torch.bool, device=prod.weight.device)
-    if wm is not None:
-        dead &= ~wm.flatten(1).any(1)
-        bm = prod._buffers.get("bias" + SUFFIX)
-        if prod.bias is not None:
-            dead &= ~bm.bool() if bm is not None else torch.zeros_like(dead)
-        if g.norm is not None:
-            norm = _get(model, g.norm)
-            gm, bm2 = norm._buffers.get("weight" + SUFFIX), norm._buffers.get("bias" + SUFFIX)
-            dead &= ~gm.bool() if gm is not None else torch.zeros_like(dead)
-            dead &= ~bm2.bool() if bm2 is not None else torch.zeros_like(dead)
+    dead = _off(prod, "weight", n) & _off(prod, "bias", n)
+    if g.norm is not None:
+        norm = _get(model, g.norm)
+        dead &= _off(norm, "weight", n) & _off(norm, "bias", n)
     return ~dead
 
 
