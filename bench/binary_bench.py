@@ -16,6 +16,8 @@ plus the fraction never flipped.
 Usage::
 
     python bench/binary_bench.py --out /work/logs/binary_bench.json [--only 0,1]
+    # rows trained in several processes: merge them and time every row in one process
+    python bench/binary_bench.py --time-only --merge a.json b.json --out /work/logs/binary_bench.json
 """
 from __future__ import annotations
 
@@ -80,7 +82,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=7)
     ap.add_argument("--out", default="/work/logs/binary_bench.json")
     ap.add_argument("--only", default=None, help="comma-separated row indices")
+    ap.add_argument("--time-only", action="store_true", help="only re-time the rows of --merge, in one process")
+    ap.add_argument("--merge", nargs="*", default=[])
     args = ap.parse_args()
+    if args.time_only:
+        return retime(args)
     torch.set_num_threads(1)
     seed = 0
     dspec = component(DATASETS, {"name": "imagefolder", "path": CIFAR, "augment": "crop_flip",
@@ -131,6 +137,32 @@ def main() -> None:
         out.write_text(json.dumps(rows, indent=1, default=str))
         print(f"ROW {name}: acc {acc:.4f} size {facts['size_bytes']} step {st * 1000:.0f} ms "
               f"silent {rows[name]['silent_fraction']}", flush=True)
+
+
+def retime(args) -> None:
+    """Merge row files and measure every row's step time back to back (same load for all)."""
+    torch.set_num_threads(1)
+    rows: dict = {}
+    for f in args.merge:
+        rows.update(json.loads(Path(f).read_text()))
+    dspec = component(DATASETS, {"name": "imagefolder", "path": CIFAR, "augment": "crop_flip",
+                                 "subset": {"train": 512, "val": 0, "test": 100}}, "data")
+    data = load_data(dspec, 0)
+    for name, arch, mparams, kind in ROWS:
+        if name not in rows:
+            continue
+        p = dict(mparams)
+        if kind == "ra_bnn":
+            p["widths"] = rows[name]["widths"]
+        torch.manual_seed(0)
+        model = model_for_data(component(MODELS, {"name": arch, **p}, "model"), data)
+        rows[name]["step_seconds_train_process"] = rows[name]["step_seconds"]
+        rows[name]["step_seconds"] = step_time(model, data, args.steps)
+        print(f"TIME {name}: {rows[name]['step_seconds'] * 1000:.0f} ms", flush=True)
+    fl = rows.get("float resnet20 (same budget)", {}).get("step_seconds")
+    for r in rows.values():
+        r["step_rel_float"] = r["step_seconds"] / fl if fl else None
+    Path(args.out).write_text(json.dumps(rows, indent=1, default=str))
 
 
 if __name__ == "__main__":
