@@ -19,16 +19,16 @@ share the stage's residual stream. Works on any input of at least 1x1 (8x8 digit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
 from ...config import rng
+from ...quant.binary.estimators import Estimator
 from ...registry import MODELS
 from ..common import Normalize
 from .common import BinaryNet, binary_conv3x3, check_widths
 
-Estimator = Literal["ste", "clipped_ste", "approx_sign", "reste"]
 
 
 class BiRealUnit(nn.Module):

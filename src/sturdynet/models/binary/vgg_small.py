@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
 from ...config import rng
+from ...quant.binary.estimators import Estimator
 from ...registry import MODELS
 from ..common import Normalize
 from .common import BinaryNet, binary_conv3x3, check_widths
 
-Estimator = Literal["ste", "clipped_ste", "approx_sign", "reste"]
 _POOL_AFTER = (1, 3, 5)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, List, Literal, Optional
+from typing import Any, List, Optional
 
 from torch import nn
 
@@ -29,9 +29,9 @@ from ...compress import CompressContext, CompressionMethod
 from ...config import rng
 from ...nn.quant_layers import convert
 from ...registry import METHODS
+from .estimators import Estimator
 from .quantizers import BinaryWeightQuantizer, SignActivation, binary_layers, sign_quantizers
 
-Estimator = Literal["ste", "clipped_ste", "approx_sign", "reste"]
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,13 @@ padding contribute nothing); every other value is +-1.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Literal, Tuple
 
 import torch
 from torch import Tensor
 
 ESTIMATORS: Tuple[str, ...] = ("ste", "clipped_ste", "approx_sign", "reste")
+Estimator = Literal["ste", "clipped_ste", "approx_sign", "reste"]  # for params dataclasses
 
 
 def check_estimator(name: str) -> str:
