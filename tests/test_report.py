@@ -250,3 +250,20 @@ def test_curve_x_key_skips_statistics():
     assert curve_x_key({"flips": 0, "accuracy": 0.9, "loss": 0.3}) == "flips"
     with pytest.raises(ValueError):
         curve_x_key({"accuracy": 0.9, "std": 0.1})
+
+
+def test_formatting_known_answers():
+    from sturdynet.report.format import fmt_bits, fmt_bytes, fmt_method, fmt_num, fmt_pct, fmt_ratio
+
+    assert [fmt_bytes(n) for n in (812, 1024, 264880, 3 * 1024 ** 2 + 1)] == ["812 B", "1 KiB", "258.7 KiB", "3.0 MiB"]
+    assert fmt_ratio(264880 / 37466) == "7.07x" and fmt_ratio(250.4) == "250x" and fmt_ratio(None) == "—"
+    assert fmt_pct(0.99164) == "99.2%" and fmt_pct(None) == "—"
+    assert fmt_num(8 / 255) == "8/255" and fmt_num(0.2) == "0.2" and fmt_num(1e-7) == "1e-07"
+    assert fmt_num(34112) == "34,112"
+    assert fmt_bits({"conv1": 8, "fc": 4}) == "mixed 4–8" and fmt_bits(1) == "1"
+    steps = {"steps": [{"method": "prune.global_magnitude", "sparsity": 0.8, "include_first": False, "min_keep": 0.0},
+                       {"method": "quant.uniform", "bits": 4, "per_channel": True, "mode": "ptq"}]}
+    assert fmt_method("prune.global_magnitude+quant.uniform", steps, limit=3) == \
+        "prune.global_magnitude(sparsity=0.8) + quant.uniform(bits=4, per_channel=true, …)"
+    assert fmt_method("quant.uniform", {"bits": 4, "act_bits": None, "mode": "ptq"}) == \
+        "quant.uniform (bits=4, mode=ptq)"

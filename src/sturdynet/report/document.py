@@ -76,7 +76,8 @@ def _failures(view: RunView) -> List[Block]:
             if e is not None:
                 items.append(para(*_where(v["name"], cid), ": " + e))
     if items:
-        out += [para(Text("Failed checks", "strong"), " (the other checks of these variants ran):"), Bullets(tuple(items))]
+        out += [para(Text("Failed checks", "strong"), " (the other checks of these variants ran):"),
+                Bullets(tuple(items))]
     return out
 
 
