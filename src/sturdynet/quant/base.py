@@ -39,11 +39,11 @@ def round_ste(x: Tensor) -> Tensor:
 def grad_scale(x: Tensor, g: float) -> Tensor:
     """Value ``x`` exactly, gradient multiplied by ``g`` (LSQ's gradient scale).
 
-    Written as ``x + (x*g - (x*g).detach())`` so the forward value is bit-identical
-    to ``x`` (``a - a == 0`` exactly), which keeps exported models bit-exact.
+    Written as ``x.detach() + (x*g - (x*g).detach())`` so the forward value is
+    bit-identical to ``x`` (``a - a == 0`` exactly), which keeps exported models bit-exact.
     """
     y = x * g
-    return x + (y - y.detach())
+    return x.detach() + (y - y.detach())
 
 
 class Quantizer(nn.Module):

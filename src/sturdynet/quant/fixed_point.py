@@ -82,6 +82,11 @@ class FixedPointQuantizer(Quantizer):
     def set_frac(self, f: float) -> None:
         self.frac.fill_(float(f))
 
+    @property
+    def scale(self) -> Tensor:
+        """The deployed step ``2^-f`` (read-only; for tools that read a quantizer's step)."""
+        return self._step(torch.round(self.frac.detach()))
+
     def _step(self, f: Tensor) -> Tensor:
         return torch.exp2(-f)
 

@@ -80,7 +80,9 @@ class TTQQuantizer(Quantizer):
 
     def quantize(self, w: Tensor) -> Tensor:
         pos, neg = self.regions(w)
-        return self.w_p * pos.to(w.dtype) - self.w_n * neg.to(w.dtype)
+        q = self.w_p * pos.to(w.dtype) - self.w_n * neg.to(w.dtype)
+        # Keep ``w`` in the graph with a zero gradient (the true derivative), value unchanged.
+        return q + (w - w.detach()) * 0
 
     def ste_forward(self, w: Tensor) -> Tensor:
         pos, neg = self.regions(w)

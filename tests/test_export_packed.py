@@ -1,0 +1,140 @@
+"""Packed export: bit-exact round trips and size within 2% of compression_facts (and of theory)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from sturdynet.compress import CompressContext, run_steps
+from sturdynet.config import Component, component
+from sturdynet.export import export_model, load_packed, read_packed
+from sturdynet.export.bits import packed_nbytes
+from sturdynet.export.packed import stored_tensors
+from sturdynet.models import model_for_data
+from sturdynet.models.resnet20 import ResNet20Params
+from sturdynet.registry import METHODS
+from sturdynet.storage import compression_facts
+from sturdynet.train.checkpoint import arch_of
+
+MODEL = Component("resnet20", ResNet20Params(width=0.5))
+
+
+@pytest.fixture(scope="module")
+def base(digits):
+    torch.manual_seed(0)
+    return model_for_data(MODEL, digits).eval()
+
+
+def _variant(base, digits, raw):
+    steps = [component(METHODS, s, f"steps[{i}]", key="method") for i, s in enumerate(raw)]
+    model = run_steps(copy.deepcopy(base), steps, CompressContext(data=digits, seed=0)).eval()
+    return model, arch_of(MODEL, digits, steps)
+
+
+def _round_trip(tmp_path, base, digits, raw, **kw):
+    model, arch = _variant(base, digits, raw)
+    path = tmp_path / "m.sturdy"
+    info = export_model(model, path, arch, **kw)
+    loaded, blob = load_packed(path)
+    x = digits.test.x[:32]
+    with torch.no_grad():
+        same = torch.equal(model(x), loaded(x))
+    return model, loaded, info, blob, same
+
+
+CASES = [[{"method": "quant.uniform", "bits": b, "act_bits": 8}] for b in range(2, 9)] + [
+    [{"method": "quant.uniform", "bits": 4, "act_bits": 4, "mode": "lsq"}],
+    [{"method": "quant.uniform", "bits": 3, "per_channel": False, "calibration": "percentile"}],
+    [{"method": "quant.ternary"}],
+    [{"method": "quant.fixed_point", "bits": 6, "act_bits": 8, "bn": True, "residual": True}],
+    [{"method": "prune.global_magnitude", "sparsity": 0.8}, {"method": "quant.uniform", "bits": 4}],
+    [{"method": "prune.global_magnitude", "sparsity": 0.7}, {"method": "quant.ternary"}],
+    [{"method": "prune.global_magnitude", "sparsity": 0.9}],
+    [],
+]
+
+
+@pytest.mark.parametrize("raw", CASES, ids=lambda r: "+".join(f"{s['method']}{s.get('bits', '')}" for s in r) or "float")
+def test_round_trip_bit_exact_and_size(tmp_path, base, digits, raw):
+    model, loaded, info, blob, same = _round_trip(tmp_path, base, digits, raw)
+    assert same, "loaded model's outputs differ from the exported model's"
+    size = compression_facts(model)["size_bytes"]
+    assert abs(info["payload_bytes"] - size) <= 0.02 * size
+    assert compression_facts(loaded)["size_bytes"] == size
+    if any(s["method"].startswith("prune") for s in raw):
+        assert info["sparse"] > 0
+        for (k1, m1, n1, _), (k2, m2, n2, _) in zip(stored_tensors(model), stored_tensors(loaded)):
+            a, b = m1._buffers.get(n1 + "_mask"), m2._buffers.get(n2 + "_mask")
+            if a is not None and any(e["name"] == k1 and e.get("sparse") for e in blob["entries"]):
+                assert torch.equal(a, b)
+
+
+def test_payload_matches_theory_exactly(tmp_path, base, digits):
+    """Every packed tensor takes ceil(numel * k / 8) bytes; every float tensor 4 bytes per element."""
+    model, loaded, info, blob, same = _round_trip(tmp_path, base, digits, [{"method": "quant.uniform", "bits": 3}])
+    expect = 0
+    for key, m, name, t in stored_tensors(model):
+        bits = m.storage_bits(name) if hasattr(m, "storage_bits") else None
+        if bits is not None:
+            expect += packed_nbytes(t.numel(), bits)
+        elif t.dtype == torch.bool:
+            expect += packed_nbytes(t.numel(), 1)
+        else:
+            expect += t.numel() * t.element_size()
+    assert info["payload_bytes"] == expect
+    assert blob["payload"].dtype == torch.uint8
+    # the file is the payload plus a small index
+    assert info["file_bytes"] < info["payload_bytes"] + 40_000
+
+
+def test_binary_round_trip(tmp_path, base, digits):
+    if "binarize" not in METHODS:
+        pytest.skip("binary networks not installed")
+    model, loaded, info, blob, same = _round_trip(tmp_path, base, digits, [{"method": "binarize"}])
+    assert same
+    assert any(e.get("bits") == 1 and e["kind"] == "packed" for e in blob["entries"])
+    size = compression_facts(model)["size_bytes"]
+    assert abs(info["payload_bytes"] - size) <= 0.02 * size
+
+
+def test_float16_is_smaller_and_close(tmp_path, base, digits):
+    raw = [{"method": "quant.uniform", "bits": 8}]
+    _, _, info32, _, _ = _round_trip(tmp_path, base, digits, raw)
+    model, loaded, info16, blob, _ = _round_trip(tmp_path, base, digits, raw, float_dtype="float16")
+    assert info16["payload_bytes"] < info32["payload_bytes"] and blob["float_dtype"] == "float16"
+    x = digits.test.x[:16]
+    with torch.no_grad():
+        assert torch.allclose(model(x), loaded(x), atol=0.05, rtol=0.05)
+
+
+def test_loads_as_data_and_rejects_foreign_files(tmp_path, base, digits):
+    model, arch = _variant(base, digits, [{"method": "quant.uniform", "bits": 4}])
+    path = tmp_path / "m.sturdy"
+    export_model(model, path, arch)
+    blob = torch.load(path, weights_only=True)
+    assert blob["format"] == "sturdynet-packed"
+    torch.save({"format": "other"}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="not a sturdynet packed model"):
+        read_packed(tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="not found"):
+        load_packed(tmp_path / "missing.sturdy")
+    bad = dict(blob, arch=dict(arch, steps=[]))  # float structure, quantized tensors
+    torch.save(bad, tmp_path / "bad.sturdy")
+    with pytest.raises(ValueError, match="do not match"):
+        load_packed(tmp_path / "bad.sturdy")
+    with pytest.raises(ValueError, match="float_dtype"):
+        export_model(model, path, arch, float_dtype="bfloat16")
+
+
+def test_cli_export(tmp_path, base, digits, capsys):
+    from sturdynet.cli import main
+    from sturdynet.train.checkpoint import save_checkpoint
+
+    model, arch = _variant(base, digits, [{"method": "quant.uniform", "bits": 4, "act_bits": 8}])
+    save_checkpoint(tmp_path / "v.pt", model, arch)
+    assert main(["export", str(tmp_path / "v.pt"), "-o", str(tmp_path / "v.sturdy")]) == 0
+    out = capsys.readouterr().out
+    assert "bit for bit" in out and (tmp_path / "v.sturdy").exists()
+    assert main(["export", "--inspect", str(tmp_path / "v.sturdy")]) == 0
+    assert "packed4" in capsys.readouterr().out
