@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -48,17 +49,19 @@ def main() -> None:
                       schedule="cosine", eval_every=0)
     rows = []
 
-    last = [time.perf_counter()]
+    last = [time.perf_counter(), time.process_time()]
 
     def progress(ev: dict) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         row = {k: ev[k] for k in ("epoch", "train_loss", "train_accuracy", "lr") if k in ev}
         row["epoch_seconds"] = round(now - last[0], 1)
+        row["epoch_cpu_seconds"] = round(cpu - last[1], 1)  # robust to other jobs sharing the cores
+        row["loadavg_1min"] = round(os.getloadavg()[0], 2)
         if ev["epoch"] == args.epochs or (args.test_every and ev["epoch"] % args.test_every == 0):
             row["test_accuracy"] = round(evaluate_accuracy(model, data.test)["accuracy"], 4)
         rows.append(row)
         print(json.dumps(row), flush=True)
-        last[0] = time.perf_counter()  # test evaluation is not counted in the epoch time
+        last[:] = [time.perf_counter(), time.process_time()]  # test evaluation is not counted
 
     print(json.dumps({"event": "start", "data": {**data.describe(), "class_names": None}, "load_seconds": round(load_s, 1),
                       "threads": torch.get_num_threads(), "model": args.model, "epochs": args.epochs,
@@ -72,6 +75,7 @@ def main() -> None:
                "epochs_run": len(rows), "threads": torch.get_num_threads(), "load_seconds": round(load_s, 1),
                "data_from_cache": data.info.get("from_cache"), "total_seconds": round(total, 1),
                "mean_epoch_seconds": round(sum(r["epoch_seconds"] for r in rows) / max(1, len(rows)), 1),
+               "mean_epoch_cpu_seconds": round(sum(r["epoch_cpu_seconds"] for r in rows) / max(1, len(rows)), 1),
                "final_test_accuracy": rows[-1].get("test_accuracy") if rows else None,
                "machine": platform.processor() or platform.machine(), "torch": torch.__version__, "epochs": rows}
     print(json.dumps(summary), flush=True)
