@@ -4,7 +4,7 @@ from torch import nn
 
 from sturdynet.config import Component
 from sturdynet.prune.global_magnitude import GlobalMagnitude, GlobalMagnitudeParams
-from sturdynet.quant.uniform import UniformParams, UniformQuant
+from sturdynet.quant.uniform_method import UniformParams, UniformQuant
 from sturdynet.storage import compression_facts
 from sturdynet.train.checkpoint import arch_of, load_checkpoint, save_checkpoint
 
@@ -21,9 +21,10 @@ def test_float_size_is_32_bits_per_value():
 
 def test_quantized_layer_counts_k_bits_plus_scales():
     m = UniformQuant().apply(tiny(), UniformParams(bits=4, quantize_first=False, quantize_last=False))
-    # middle linear quantized: 24 weights * 4 bits = 12 bytes, 3 scales * 4 B, bias 3 * 4 B;
-    # conv 18*4 and last linear (6+2)*4 stay float
-    assert compression_facts(m)["size_bytes"] == 18 * 4 + 12 + 12 + 12 + 8 * 4
+    # middle linear quantized: 24 weights * 4 bits, 3 float scales, 3 float biases and the
+    # quantizer's 1-bit signedness flag; conv (18) and last linear (6 + 2) stay float
+    bits = 24 * 4 + 3 * 32 + 3 * 32 + 1 + (18 + 8) * 32
+    assert compression_facts(m)["size_bytes"] == (bits + 7) // 8
     assert compression_facts(m)["bits"] == 4
 
 

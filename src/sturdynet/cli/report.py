@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -13,14 +12,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..report import load_results
     from .summary import finish_report
 
-    path = Path(args.run_dir) / "results.json"
-    if not path.is_file():
-        raise ValueError(f"no results.json in {args.run_dir}")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    results = load_results(Path(args.run_dir))
     finish_report(Path(args.run_dir), results)
     return 0

@@ -34,7 +34,7 @@ def finish_report(out: Path, results: Dict[str, Any]) -> int:
     console = Console(width=None if sys.stdout.isatty() else 140)
     paths = render_report(out)
     print_table(results, console)
-    console.print(f"report: {paths.get('html', out / 'report.html')}")
+    console.print(f"report: {paths['report.html']}")
     failed = [v["name"] for v in results.get("variants", []) if v.get("status") != "ok"]
     if failed:
         console.print(f"[red]failed variants: {', '.join(failed)} (see results.json)[/red]")
