@@ -282,6 +282,17 @@ def test_cifar10_pickle_folder(tmp_path):
         assert any(torch.equal(w, g) for g in got)
 
 
+def test_cifar10_reads_numpy1_module_names(tmp_path):
+    """Batches written by Python 2 / NumPy 1 name numpy.core.multiarray._reconstruct."""
+    folder = _write_cifar(tmp_path)
+    raw = (folder / "test_batch").read_bytes()
+    legacy = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert legacy != raw or b"numpy.core.multiarray" in raw
+    (folder / "test_batch").write_bytes(legacy)
+    d = read_batch(folder / "test_batch")
+    assert d["data"].shape == (4, 3072) and d["data"].dtype == np.uint8 and len(d["labels"]) == 4
+
+
 class _Evil:
     def __reduce__(self):
         return (os.system, ("echo pwned",))
