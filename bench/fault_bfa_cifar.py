@@ -129,13 +129,13 @@ def main() -> None:
         if cck.exists():
             clustered.load_state_dict(torch.load(cck, weights_only=True))
         else:
-            cp = from_dict(METHODS.params("faults.clustering"), {"epochs": args.ft_epochs, "strength": 5e-3, "lr": 0.01})
+            cp = from_dict(METHODS.params("faults.clustering"), {"epochs": args.ft_epochs, "strength": 0.3, "lr": 0.01})
             clustered = METHODS.get("faults.clustering")().apply(dense, cp, copy.copy(ctx_fit))
             torch.save(clustered.state_dict(), cck)
         clustered.eval()
         res["clustering"] = {"float_accuracy": accuracy(clustered, held),
                              "int8_accuracy": accuracy(deploy(clustered), held), "finetune_epochs": args.ft_epochs,
-                             "strength": 5e-3}
+                             "strength": 0.3}
         log("clustering", res["clustering"])
         bfa(clustered, "bfa_clustering", 3, 2 * args.max_flips)
     if "clipact" in stages and "ber_clipact_float32" not in res:

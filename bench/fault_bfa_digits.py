@@ -66,7 +66,7 @@ def main() -> None:
     bfa(binary, "bfa_binary")
     bfa(binary, "bfa_binary_only", float_layers="skip")
 
-    cp = from_dict(METHODS.params("faults.clustering"), {"epochs": 10, "strength": 5e-3, "lr": 0.01})
+    cp = from_dict(METHODS.params("faults.clustering"), {"epochs": 10, "strength": 0.3, "lr": 0.01})
     clustered = METHODS.get("faults.clustering")().apply(model, cp, copy.copy(ctx)).eval()
     res["clustering"] = {"float_accuracy": accuracy(clustered, data.test),
                          "int8_accuracy": accuracy(deploy(clustered), data.test)}

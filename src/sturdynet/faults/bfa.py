@@ -22,7 +22,12 @@ Binary weights (``w = (2b - 1) s``) use ``dL/db = 2 s dL/dw``. Float32/float16 s
 is not supported (the paper's gradient rule is for fixed-point bits).
 
 Deviations: the attack runs on a deep copy (the caller's model is never changed); with
-a per-channel scale the bit gradient includes each weight's own step ``s``.
+a per-channel scale the bit gradient includes each weight's own step ``s``; ``n`` stops
+growing once it exceeds every layer's number of uphill bits (the authors' loop would
+spin forever); and when no candidate raises the loss (common for binary weights, which
+have one bit each), ``k_top`` is widened 4x at a time up to the largest layer before
+the attack is declared stalled (``widen=False`` gives the paper's fixed ``k_top``), so a
+stuck search is not reported as robustness.
 """
 from __future__ import annotations
 
@@ -73,10 +78,12 @@ class BitFlipAttack:
         target_accuracy: stop at or below this held-out accuracy (default: 1/classes + 0.01).
         view: storage of float layers (the paper quantizes them to 8 bits per layer).
         batch_size: batch size of the held-out evaluations.
+        widen: when no candidate raises the loss, retry with 4x ``k_top`` (up to the
+            largest layer) before giving up, instead of reporting a stalled attack.
     """
 
     def __init__(self, k_top: int = 10, max_flips: int = 100, target_accuracy: Optional[float] = None,
-                 view: ViewParams = ViewParams(), batch_size: int = 512) -> None:
+                 view: ViewParams = ViewParams(), batch_size: int = 512, widen: bool = True) -> None:
         if k_top < 1:
             raise ValueError(f"k_top must be >= 1, got {k_top}")
         if max_flips < 1:
@@ -88,14 +95,16 @@ class BitFlipAttack:
         self.target_accuracy = target_accuracy
         self.view = view
         self.batch_size = batch_size
+        self.widen = widen
 
     # -- in-layer search -----------------------------------------------------------------
-    def candidate(self, view: BitView, i: int, grad: Tensor, n: int) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
+    def candidate(self, view: BitView, i: int, grad: Tensor, n: int,
+                  k_top: Optional[int] = None) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
         """The ``n`` uphill bits with the largest bit gradients among the layer's top-k
         weights: (weight indices, bit indices, |dL/db|), or None when no bit goes uphill."""
         site = view.sites[i]
         g = grad.reshape(-1)
-        k = min(self.k_top, site.numel)
+        k = min(k_top or self.k_top, site.numel)
         idx = g.abs().topk(k).indices
         gw = g[idx].double()
         scale = view._scale(site).expand_as(site.module.weight).reshape(-1)[idx].double()
@@ -138,6 +147,7 @@ class BitFlipAttack:
         for s in view.sites:
             if s.kind not in ("int", "binary"):
                 raise ValueError(f"bfa cannot attack layer {s.name}: it is stored as {s.kind}")
+        self._largest = max(st.numel for st in view.sites)
         device = next(victim.parameters()).device
         x = x_attack.to(device)
         weights = [s.module.weight for s in view.sites]
@@ -159,22 +169,28 @@ class BitFlipAttack:
                 out = victim(x)
                 grads = torch.autograd.grad(F.cross_entropy(out, y), weights)
                 loss = float(F.cross_entropy(out.detach(), y))
-            best, n = None, 1
-            while n <= self.max_flips - flips:
-                best = None
-                for i in range(len(view.sites)):
-                    cand = self.candidate(view, i, grads[i], n)
-                    if cand is None:
-                        continue
-                    saved = view.sites[i].module.weight.detach().clone()
-                    view.flip(i, cand[0], cand[1])
-                    trial = self._loss(victim, x, y)
-                    view.sites[i].module.weight.data.copy_(saved)
-                    if best is None or trial > best[0]:
-                        best = (trial, i, cand)
-                if best is None or best[0] > loss:
+            best, k_top = None, self.k_top
+            while True:
+                best, n, avail = None, 1, 0
+                while n <= self.max_flips - flips:
+                    best, avail = None, 0
+                    for i in range(len(view.sites)):
+                        cand = self.candidate(view, i, grads[i], n, k_top)
+                        if cand is None:
+                            continue
+                        avail = max(avail, int(cand[0].numel()))
+                        saved = view.sites[i].module.weight.detach().clone()
+                        view.flip(i, cand[0], cand[1])
+                        trial = self._loss(victim, x, y)
+                        view.sites[i].module.weight.data.copy_(saved)
+                        if best is None or trial > best[0]:
+                            best = (trial, i, cand)
+                    if best is None or best[0] > loss or n >= avail:  # more bits than any layer offers
+                        break
+                    n += 1
+                if (best is not None and best[0] > loss) or not self.widen or k_top >= self._largest:
                     break
-                n += 1
+                k_top = min(4 * k_top, self._largest)  # stuck: search more weights per layer
             if best is None or best[0] <= loss:
                 stalled = True
                 seconds += time.perf_counter() - t0
@@ -184,7 +200,7 @@ class BitFlipAttack:
             flips += int(elem.numel())
             seconds += time.perf_counter() - t0
             history.append({"layer": view.sites[i].name, "weights": elem.tolist(), "bits": bit.tolist(),
-                            "loss": new_loss})
+                            "loss": new_loss, "k_top": k_top})
             acc = accuracy(victim, held_out, self.batch_size)
             curve.append({"flips": flips, "accuracy": acc, "loss": new_loss})
             if acc <= target:
