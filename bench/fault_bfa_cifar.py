@@ -4,8 +4,9 @@ Usage (one CPU thread, in the background):
     /work/bench-slot python bench/fault_bfa_cifar.py --out /work/logs/fault_bfa_cifar.json \
         > /work/logs/fault_bfa_cifar.log 2>&1 &
 
-Budget: a stratified 10k-image CIFAR-10 training subset trained 6 epochs, 1,000
-validation images (the attack batches of 64 come from them), 256 test images as the held-out set that decides
+Budget: a stratified 10k-image CIFAR-10 training subset trained 6 epochs (or, with
+``--base-ckpt``, a shared base checkpoint and its data split), the validation images
+(the attack batches of 64 come from them), the first 256 test images as the held-out set that decides
 "random guess" (10% + 1%). Every model and stage is checkpointed next to ``--out`` so a
 rerun resumes.
 """
@@ -21,7 +22,7 @@ import torch
 
 import sturdynet.plugins  # noqa: F401
 from sturdynet.compress import CompressContext
-from sturdynet.config import Component, from_dict
+from sturdynet.config import Component, component, from_dict
 from sturdynet.data import load_data
 from sturdynet.evaluate.base import CheckContext
 from sturdynet.faults import deploy
@@ -29,6 +30,7 @@ from sturdynet.faults.common import accuracy
 from sturdynet.models import model_for_data
 from sturdynet.registry import CHECKS, DATASETS, METHODS, MODELS
 from sturdynet.train import TrainConfig, fit
+from sturdynet.train.checkpoint import load_checkpoint
 
 
 def log(*a) -> None:
@@ -43,7 +45,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--ft-epochs", type=int, default=2)
     ap.add_argument("--attack-batch", type=int, default=64)
-    ap.add_argument("--wait-dense", action="store_true")
+    ap.add_argument("--base-ckpt", default=None, help="use this trained sturdynet checkpoint as the dense model")
     ap.add_argument("--dense-ckpt", default=None, help="dense checkpoint (default: next to --out)")
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--held", type=int, default=256)
@@ -58,19 +60,29 @@ def main() -> None:
     def save() -> None:
         out.write_text(json.dumps(res, indent=1))
 
-    dspec = from_dict(DATASETS.params("imagefolder"), {"path": args.data, "val_fraction": 0.02,
-                                                       "subset": {"train": args.train, "test": args.held},
-                                                       "augment": "crop_flip"})
-    data = load_data(Component("imagefolder", dspec), seed=0)
-    log("data", data.describe()["train"], data.describe()["val"], data.describe()["test"])
-    mspec = Component("resnet20", from_dict(MODELS.params("resnet20"), {}) if MODELS.params("resnet20") else None)
     cfg = TrainConfig(epochs=args.epochs, lr=0.1, batch_size=128, weight_decay=5e-4, warmup_epochs=1)
-    ckpt = Path(args.dense_ckpt) if args.dense_ckpt else out.with_suffix(".dense.pt")
-    torch.manual_seed(0)
-    dense = model_for_data(mspec, data)
-    while args.wait_dense and not ckpt.exists():
-        time.sleep(30)
-    if ckpt.exists():
+    if args.base_ckpt:  # a shared base model (sturdynet checkpoint): its data spec, seed 0
+        while not Path(args.base_ckpt).exists():
+            time.sleep(30)
+        time.sleep(5)
+        dense, blob = load_checkpoint(args.base_ckpt)
+        data = load_data(component(DATASETS, blob["arch"]["data_spec"], "data"), seed=0)
+        res["budget"].update(base_checkpoint=args.base_ckpt, base_budget=blob["extra"].get("budget"),
+                             base_seconds=blob["extra"].get("seconds"))
+        ckpt = None
+    else:
+        dspec = from_dict(DATASETS.params("imagefolder"), {"path": args.data, "val_fraction": 0.02,
+                                                           "subset": {"train": args.train, "test": args.held},
+                                                           "augment": "crop_flip"})
+        data = load_data(Component("imagefolder", dspec), seed=0)
+        mspec = Component("resnet20", from_dict(MODELS.params("resnet20"), {}) if MODELS.params("resnet20") else None)
+        ckpt = Path(args.dense_ckpt) if args.dense_ckpt else out.with_suffix(".dense.pt")
+        torch.manual_seed(0)
+        dense = model_for_data(mspec, data)
+    log("data", data.describe()["train"], data.describe()["val"], data.describe()["test"])
+    if ckpt is None:
+        pass
+    elif ckpt.exists():
         dense.load_state_dict(torch.load(ckpt, weights_only=True))
     else:
         t0 = time.perf_counter()
@@ -80,7 +92,7 @@ def main() -> None:
     dense.eval()
     ctx_fit = CompressContext(data=data, train=cfg, seed=0,
                               fit=lambda m, c, **kw: fit(m, data, c, seed=0, **kw))
-    held = data.test
+    held = data.test.take(args.held)
     res["dense"] = {"float_accuracy": accuracy(dense, held), "int8_accuracy": accuracy(deploy(dense), held)}
     log("dense", res["dense"])
     save()
