@@ -9,8 +9,10 @@ backward + SGD step, median of ``--steps`` steps) relative to float.
 
 Usage::
 
-    python bench/quant_bench.py --stage base      # trains and saves the shared base checkpoint
-    python bench/quant_bench.py --stage variants  # rows, written to --out as JSON
+    python bench/quant_bench.py --stage base                      # trains, saves the shared base checkpoint
+    python bench/quant_bench.py --stage variants --only 0,1 --out a.json   # rows (accuracy, size)
+    python bench/quant_bench.py --stage timing                    # step times, all variants interleaved
+    python bench/quant_bench.py --stage table a.json b.json ...   # markdown table
 """
 from __future__ import annotations
 
@@ -71,18 +73,22 @@ def step_time(model, data, steps: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--stage", choices=["base", "variants"], required=True)
-    ap.add_argument("--train", type=int, default=10000)
+    ap.add_argument("--stage", choices=["base", "variants", "timing", "table"], required=True)
+    ap.add_argument("files", nargs="*", help="row JSON files for --stage table")
+    ap.add_argument("--train", type=int, default=8000)
     ap.add_argument("--test", type=int, default=2000)
-    ap.add_argument("--base-epochs", type=int, default=15)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--base-epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--ckpt", default="/work/logs/ckpt/resnet20_cifar10k_base.pt")
     ap.add_argument("--out", default="/work/logs/quant_bench.json")
     ap.add_argument("--only", default=None, help="comma-separated row indices")
     args = ap.parse_args()
     torch.set_num_threads(1)
     seed = 0
+    if args.stage == "table":
+        return table(args)
     dspec = data_spec(args)
     data = load_data(dspec, seed)
     mspec = component(MODELS, {"name": "resnet20"}, "model")
@@ -105,7 +111,8 @@ def main() -> None:
                                      "weight_decay": 5e-4, "eval_every": args.epochs})
     out_path = Path(args.out)
     rows = json.loads(out_path.read_text()) if out_path.exists() else {}
-    float_step = rows.get("float", {}).get("step_seconds")
+    if args.stage == "timing":
+        return timing(args, base, data, out_path)
     picks = range(len(VARIANTS)) if args.only is None else [int(i) for i in args.only.split(",")]
     from sturdynet.export import export_model
 
@@ -121,17 +128,47 @@ def main() -> None:
         facts = compression_facts(model)
         with tempfile.TemporaryDirectory() as tmp:
             info = export_model(model, Path(tmp) / "m.sturdy", arch_of(mspec, data, steps, dspec))
-        st = step_time(model, data, args.steps)
-        if name == "float":
-            float_step = st
         rows[name] = {"accuracy_before_finetune": acc0, "accuracy": acc, "size_bytes": facts["size_bytes"],
                       "export_payload_bytes": info["payload_bytes"], "export_file_bytes": info["file_bytes"],
-                      "step_seconds": st, "step_rel_float": st / float_step if float_step else None,
                       "bits": facts["bits"], "seconds": time.perf_counter() - t0, "history": hist,
                       "method_log": ctx.log, "budget": {k: v for k, v in vars(args).items() if k != "only"}}
         out_path.write_text(json.dumps(rows, indent=1, default=str))
         print(f"ROW {name}: acc {acc:.4f} (before ft {acc0:.4f}) size {facts['size_bytes']} "
-              f"payload {info['payload_bytes']} step {st*1000:.1f} ms", flush=True)
+              f"payload {info['payload_bytes']}", flush=True)
+
+
+def timing(args, base, data, out_path: Path) -> None:
+    """Median training-step time of every variant, measured round-robin in one process."""
+    models = {}
+    for name, steps_raw in VARIANTS:
+        steps = [component(METHODS, s, f"steps[{j}]", key="method") for j, s in enumerate(steps_raw)]
+        models[name] = run_steps(copy.deepcopy(base), steps, CompressContext(data=data, seed=0))
+    times = {n: [] for n in models}
+    for _ in range(args.rounds):
+        for n, m in models.items():
+            times[n].append(step_time(m, data, args.steps))
+    med = {n: statistics.median(t) for n, t in times.items()}
+    out = {n: {"step_seconds": med[n], "step_rel_float": med[n] / med["float"], "rounds": times[n]} for n in med}
+    out_path.write_text(json.dumps(out, indent=1))
+    for n, r in out.items():
+        print(f"{n}: {r['step_seconds'] * 1000:.1f} ms/step, x{r['step_rel_float']:.2f}", flush=True)
+
+
+def table(args) -> None:
+    """Merge row files (later files win per key) and print the markdown table."""
+    rows = {}
+    for f in args.files:
+        for name, r in json.loads(Path(f).read_text()).items():
+            rows.setdefault(name, {}).update(r)
+    print("| variant | clean acc. (before FT) | size bytes | export payload bytes | step time vs float |")
+    print("|---|---|---|---|---|")
+    for name, _ in VARIANTS:
+        r = rows.get(name)
+        if not r or "accuracy" not in r:
+            continue
+        rel = f"{r['step_rel_float']:.2f}x" if r.get("step_rel_float") else "-"
+        print(f"| {name} | {r['accuracy']:.4f} ({r['accuracy_before_finetune']:.4f}) | {r['size_bytes']:,} | "
+              f"{r['export_payload_bytes']:,} | {rel} |")
 
 
 if __name__ == "__main__":
