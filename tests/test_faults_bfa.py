@@ -110,6 +110,9 @@ def test_bfa_check_metrics(digits, trained_cnn):
     assert set(ftr) >= {"mean", "std", "reached", "trials", "censored"} and ftr["trials"] == 2
     assert 1 <= ftr["mean"] <= 30
     assert m["curve"][0]["flips"] == 0 and m["curve"][0]["accuracy"] == pytest.approx(m["clean_accuracy"])
-    assert m["random_baseline"]["mean"] > m["accuracy"]  # chosen flips hurt more than random ones
+    assert m["random_baseline"]["mean"] > m["final_accuracy"]  # chosen flips hurt more than random ones
+    assert m["flips"] == 10 and m["final_accuracy"] <= m["accuracy"] <= m["clean_accuracy"]
+    at10 = [p for p in m["curve"] if p["flips"] <= 10][-1]["accuracy"]
+    assert m["accuracy"] == pytest.approx(at10)
     assert m["seconds_per_flip"] > 0
     assert all(t["hamming"] <= t["flips"] for t in m["trials"])

@@ -27,6 +27,7 @@ class BFACheckParams(SampleParams, ViewParams):
     max_flips: int = rng(1, None, default=100)
     target_accuracy: Optional[float] = rng(0, 1, default=None)
     random_baseline: bool = True
+    accuracy_at: int = rng(0, None, default=10)
     samples: Optional[int] = rng(1, None, default=1000)
 
 
@@ -57,7 +58,9 @@ def bfa_check(model: nn.Module, data, params: BFACheckParams, ctx: CheckContext)
     """Run the BFA ``trials`` times, each from its own random attack batch (drawn from
     the validation split by default; held-out accuracy is measured on the test split).
 
-    Metrics: ``accuracy`` (mean held-out accuracy after the attacks), ``clean_accuracy``,
+    Metrics: ``accuracy`` (mean held-out accuracy after ``accuracy_at`` chosen flips, also
+    recorded as ``flips``, so variants compare at one attack budget), ``final_accuracy``
+    (after the whole attacks), ``clean_accuracy``,
     ``flips_to_random`` ``{mean, std, reached, trials, censored}`` (an attack that never
     reached the target within ``max_flips`` counts as ``max_flips`` and sets
     ``censored``), ``curve`` (mean accuracy against flips), ``seconds_per_flip``, per-trial
@@ -88,7 +91,9 @@ def bfa_check(model: nn.Module, data, params: BFACheckParams, ctx: CheckContext)
     values = [tr["flips_to_random"] if tr["flips_to_random"] is not None else params.max_flips for tr in trials]
     reached = sum(tr["flips_to_random"] is not None for tr in trials)
     ftr = {**mean_std(values), "reached": reached, "trials": len(trials), "censored": reached < len(trials)}
-    out = {"accuracy": mean_std([tr["final_accuracy"] for tr in trials])["mean"], "samples": len(held),
+    at = [[p for p in c if p["flips"] <= params.accuracy_at][-1]["accuracy"] for c in curves]
+    out = {"accuracy": mean_std(at)["mean"], "flips": params.accuracy_at,
+           "final_accuracy": mean_std([tr["final_accuracy"] for tr in trials])["mean"], "samples": len(held),
            "clean_accuracy": clean, "target_accuracy": target, "flips_to_random": ftr,
            "curve": mean_curve(curves),
            "seconds_per_flip": sum(tr["seconds"] for tr in trials) / max(1, sum(tr["flips"] for tr in trials)),
