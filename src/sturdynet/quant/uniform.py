@@ -15,8 +15,6 @@ Backward: ``ste`` is the clipped straight-through estimator (gradient 1 inside
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -113,12 +111,3 @@ class UniformQuantizer(Quantizer):
 
 # Back-compatible name used by the foundation code (a signed weight quantizer).
 UniformWeightQuantizer = UniformQuantizer
-
-
-def make_uniform(bits: int, channels: int, per_channel: bool, signed: bool = True,
-                 init: Optional[Tensor] = None) -> UniformQuantizer:
-    """A :class:`UniformQuantizer`, min-max calibrated on ``init`` when given."""
-    q = UniformQuantizer(bits, channels, per_channel, signed)
-    if init is not None:
-        q.calibrate(init)
-    return q
