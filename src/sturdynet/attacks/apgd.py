@@ -45,7 +45,7 @@ def checkpoints(n_iter: int) -> List[int]:
     p = [0.0, 0.22]
     while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1.0:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return sorted({int(math.ceil(pj * n_iter)) for pj in p if pj * n_iter <= n_iter})
+    return sorted({int(math.ceil(round(pj * n_iter, 9))) for pj in p})
 
 
 @ATTACKS.register("apgd")

@@ -83,12 +83,12 @@ def run_curve(model: nn.Module, split: Split, eps_values: Tuple[float, ...], mak
 
 def finish(model: nn.Module, split: Split, params: AttackParams, ctx: CheckContext, *, attack: str,
            clean: Tensor, robust: Tensor, curve: List[dict], grad_mode: Optional[str],
-           gradient_free: bool = False, extra: Optional[Dict] = None) -> dict:
+           gradient_free: bool = False, extra: Optional[Dict] = None, flags: Optional[List[str]] = None) -> dict:
     """The metrics block of an attack check, masking flags included."""
     metrics = summarize(robust, attack=attack, eps=curve[0]["eps"], norm=params.norm, grad_mode=grad_mode,
                         gradient_free=gradient_free, clean_accuracy=float(clean.float().mean()) if clean.numel() else 0.0,
                         curve=curve, **(extra or {}))
-    flags: List[str] = []
+    flags = list(flags or [])
     if params.masking_checks:
         if not gradient_free and grad_mode is not None:
             zm, zf = masking.zero_gradient_flags(model, split.x, split.y, grad_mode, params.tolerance,

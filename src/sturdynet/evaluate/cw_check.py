@@ -2,7 +2,9 @@
 
 C&W is a minimum-norm attack, so one run gives every radius: a clean-correct sample is
 robust at radius ``eps`` when the smallest adversarial example found (verified by a
-forward pass) has an L2 norm above ``eps``. Reports the median smallest norm too.
+forward pass) has an L2 norm above ``eps``. Reports the median smallest norm too, and
+flags an unbounded run that fails on some points (a sign of masking or too small a
+budget, Carlini et al., arXiv 1902.06705).
 """
 from __future__ import annotations
 
@@ -56,5 +58,10 @@ def cw_check(model, data, params: CWParams, ctx: CheckContext) -> dict:
     finite = norms[idx][torch.isfinite(norms[idx])] if idx.numel() else torch.zeros(0)
     extra = {"median_l2": float(finite.median()) if finite.numel() else None,
              "found_fraction": float(finite.numel() / max(1, idx.numel()))}
+    flags = []
+    if params.masking_checks and idx.numel() and extra["found_fraction"] < 1 - params.tolerance:
+        flags.append(f"unbounded_attack_failed: possible gradient masking: unbounded C&W found adversarial examples "
+                     f"for only {extra['found_fraction']:.1%} of the clean-correct points (an unbounded attack "
+                     "should reach 100%); raise steps, binary_steps or c_init")
     return finish(model, split, params, ctx, attack="cw", clean=clean, robust=first, curve=curve,
-                  grad_mode=mode, extra=extra)
+                  grad_mode=mode, extra=extra, flags=flags)

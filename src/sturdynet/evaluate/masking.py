@@ -94,9 +94,13 @@ def zero_gradient_flags(model: nn.Module, x: Tensor, y: Tensor, used_mode: str, 
     if has_estimators(model):
         metrics["zero_grad_fraction_ste"], _ = zero_gradient_fraction(model, x, y, "ste", batch_size)
     if frac > tolerance:
-        how = ("this check attacked with true gradients, so its robust accuracy is overstated"
-               if used_mode == "true" else f"this check attacked with {used_mode} gradients, but "
-               "true-gradient attacks would report false robustness")
+        if used_mode == "ensemble":
+            how = ("true-gradient attacks alone would report false robustness; the worst case here also counts "
+                   "straight-through and gradient-free attacks")
+        elif used_mode == "true":
+            how = "this check attacked with true gradients, so its robust accuracy is overstated"
+        else:
+            how = f"this check attacked with {used_mode} gradients, but true-gradient attacks would report false robustness"
         flags.append(f"zero_gradients: gradient masking: {frac:.0%} of samples have an all-zero input gradient "
                      f"under true gradients; {how}")
     return metrics, flags

@@ -80,7 +80,8 @@ def robust_check(model, data, params: RobustParams, ctx: CheckContext) -> dict:
                         per_attack=first_per, per_attack_scope="cumulative" if params.cascade else "own",
                         curve=curve, **first_mask)
     if params.masking_checks:
-        zm, zf = masking.zero_gradient_flags(model, split.x, split.y, "true", params.tolerance, params.batch_size)
+        zm, zf = masking.zero_gradient_flags(model, split.x, split.y, "ensemble", params.tolerance,
+                                             params.batch_size)
         metrics.update(zm)
         flags = zf + flags
         flags += masking.random_forward_flags(model, split.x)
