@@ -116,3 +116,21 @@ def test_bfa_check_metrics(digits, trained_cnn):
     assert m["accuracy"] == pytest.approx(at10)
     assert m["seconds_per_flip"] > 0
     assert all(t["hamming"] <= t["flips"] for t in m["trials"])
+
+
+def test_widening_keeps_a_stuck_search_going(digits, trained_cnn):
+    from sturdynet.registry import METHODS
+
+    if "binarize" not in METHODS:
+        pytest.skip("binarize method not available")
+    b = METHODS.get("binarize")().apply(trained_cnn, from_dict(METHODS.params("binarize"), {"activations": False}),
+                                        None)
+    args = (b, digits.val.x[:64], digits.test.take(200), 10)
+    view = ViewParams(float_layers="skip")
+    fixed = BitFlipAttack(max_flips=20, view=view, widen=False).run(*args)
+    wide = BitFlipAttack(max_flips=20, view=view, widen=True).run(*args)
+    assert fixed.stalled and fixed.flips < 20  # top-10 per layer runs out of uphill flips
+    assert not wide.stalled and wide.flips == 20
+    assert max(h["k_top"] for h in wide.history) > 10
+    losses = [p["loss"] for p in wide.curve]
+    assert all(b_ > a for a, b_ in zip(losses, losses[1:]))
