@@ -133,8 +133,8 @@ def main() -> None:
         binary.eval()
         res["binary"] = {"accuracy": accuracy(binary, held), "finetune_epochs": args.ft_epochs}
         log("binary", res["binary"])
-        bfa(binary, "bfa_binary", 3, 2 * args.max_flips)
-        bfa(binary, "bfa_binary_only", 3, 2 * args.max_flips, float_layers="skip")
+        bfa(binary, "bfa_binary", 3, args.max_flips)
+        bfa(binary, "bfa_binary_only", 3, args.max_flips, float_layers="skip")
     if "clustering" in stages and "bfa_clustering" not in res:
         cck = out.with_suffix(".clustering.pt")
         clustered = copy.deepcopy(dense)
@@ -149,7 +149,7 @@ def main() -> None:
                              "int8_accuracy": accuracy(deploy(clustered), held), "finetune_epochs": args.ft_epochs,
                              "strength": 0.3}
         log("clustering", res["clustering"])
-        bfa(clustered, "bfa_clustering", 3, 2 * args.max_flips)
+        bfa(clustered, "bfa_clustering", 3, args.max_flips)
     if "clipact" in stages and "ber_clipact_float32" not in res:
         cp = from_dict(METHODS.params("faults.clipact"), {"rates": [1e-6, 1e-5], "trials": 1, "iterations": 2,
                                                           "min_iterations": 1, "samples": 256})
