@@ -181,3 +181,34 @@ def test_sample_positions_distinct_and_seeded():
     assert c.unique().numel() == 90 and int(c.max()) < 100
     with pytest.raises(ValueError):
         sample_positions(10, 11, torch.Generator())
+
+
+@pytest.mark.parametrize("name,params,kind", [
+    ("quant.uniform", {"bits": 4}, ("int", 4)),
+    ("quant.uniform", {"bits": 4, "mode": "lsq"}, ("int", 4)),
+    ("quant.uniform", {"bits": 8, "act_bits": 8}, ("int", 8)),
+    ("quant.fixed_point", {}, ("int", 8)),
+    ("binarize", {}, ("binary", 1)),
+])
+def test_deploy_reads_every_quantizer_exactly(digits, trained_cnn, name, params, kind):
+    from sturdynet.compress import CompressContext
+    from sturdynet.train import TrainConfig
+
+    if name not in METHODS:
+        pytest.skip(f"{name} not available")
+    ctx = CompressContext(data=digits, train=TrainConfig(epochs=1), seed=0)
+    q = METHODS.get(name)().apply(trained_cnn, from_dict(METHODS.params(name), params), ctx).eval()
+    dep = deploy(q, ViewParams(float_layers="skip"))
+    view = BitView(dep, "skip")
+    assert view.sites and all((s.kind, s.bits) == kind for s in view.sites)
+    x = digits.test.x[:64]
+    with torch.no_grad():
+        assert torch.equal(dep(x), q(x))  # the deployed copy computes exactly what the model computes
+
+
+def test_asymmetric_ternary_is_refused_clearly(digits, trained_cnn):
+    if "quant.ternary" not in METHODS:
+        pytest.skip("quant.ternary not available")
+    q = METHODS.get("quant.ternary")().apply(trained_cnn, from_dict(METHODS.params("quant.ternary"), {}), None)
+    with pytest.raises(ValueError, match="integer multiples"):
+        deploy(q)
