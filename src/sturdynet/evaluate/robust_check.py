@@ -10,6 +10,9 @@ attacks up to and including this one, AutoAttack's convention; ``cascade: false`
 this attack's own robust accuracy), ``fooled`` (fraction of samples it fooled among
 those it ran on, over all samples), ``attacked`` (samples it ran on), ``grad_mode`` and
 ``seconds``. ``per_attack_scope`` says which of the two accuracies it is.
+``accuracy_by_grad_mode`` gives the worst case over the true-gradient attacks alone
+(what a gradient-only evaluation would report), and with ``cascade: false`` also over
+the straight-through ones and the gradient-free ones.
 
 Masking flags: zero true input gradients, a gradient-free attack fooling points the
 gradient attacks missed, STE attacks fooling points the true-gradient attacks missed,
@@ -41,6 +44,19 @@ class RobustParams(AttackParams):
     n_queries: int = rng(1, None, default=5000)
     cascade: bool = True
     samples: Optional[int] = rng(1, None, default=1000)
+
+
+def _by_grad_mode(res, cascade: bool) -> dict:
+    """Worst case over the members of each gradient mode ("free": gradient-free). The
+    true-gradient members run first, so theirs is exact in cascade mode too; the others
+    are reported only when every member ran on every clean-correct point."""
+    kinds = {"true": lambda m: m.grad_mode == "true", "ste": lambda m: m.grad_mode == "ste",
+             "free": lambda m: m.gradient_free}
+    out = {}
+    for k, pred in kinds.items():
+        if any(pred(m) for m in res.members) and (k == "true" or not cascade):
+            out[k] = float((res.clean & ~res.fooled_by(pred)).float().mean())
+    return out
 
 
 def _per_attack(res) -> dict:
@@ -78,6 +94,7 @@ def robust_check(model, data, params: RobustParams, ctx: CheckContext) -> dict:
                         grad_modes=sorted({m.grad_mode for m in first_res.members if m.grad_mode}),
                         gradient_free=False, clean_accuracy=float(first_res.clean.float().mean()),
                         per_attack=first_per, per_attack_scope="cumulative" if params.cascade else "own",
+                        accuracy_by_grad_mode=_by_grad_mode(first_res, params.cascade),
                         curve=curve, **first_mask)
     if params.masking_checks:
         zm, zf = masking.zero_gradient_flags(model, split.x, split.y, "ensemble", params.tolerance,
