@@ -33,10 +33,11 @@ def test_bit_gradient_rule_known_answers(q, g, expect_bit):
     view = _one_weight_view(q)
     atk = BitFlipAttack(k_top=1)
     grad = torch.tensor([[g, 0.0]])
-    elem, bit, score = atk.candidate(view, 0, grad, 1)
+    elem, bit, score, avail = atk.candidate(view, 0, grad, 1)
     assert elem.tolist() == [0] and bit.tolist() == [expect_bit]
     # every proposed flip moves the weight in the gradient's direction
-    elem, bit, _ = atk.candidate(view, 0, grad, 8)
+    elem, bit, _, avail = atk.candidate(view, 0, grad, 8)
+    assert elem.numel() == avail <= 8
     before = int(view.integers(0)[0])
     for b in bit.tolist():
         v = _one_weight_view(q)

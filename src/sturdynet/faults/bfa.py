@@ -99,9 +99,10 @@ class BitFlipAttack:
 
     # -- in-layer search -----------------------------------------------------------------
     def candidate(self, view: BitView, i: int, grad: Tensor, n: int,
-                  k_top: Optional[int] = None) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
+                  k_top: Optional[int] = None) -> Optional[Tuple[Tensor, Tensor, Tensor, int]]:
         """The ``n`` uphill bits with the largest bit gradients among the layer's top-k
-        weights: (weight indices, bit indices, |dL/db|), or None when no bit goes uphill."""
+        weights: (weight indices, bit indices, |dL/db|, number of uphill bits available),
+        or None when no bit goes uphill."""
         site = view.sites[i]
         g = grad.reshape(-1)
         k = min(k_top or self.k_top, site.numel)
@@ -123,7 +124,7 @@ class BitFlipAttack:
         if avail == 0:
             return None
         top = score.topk(min(n, avail)).indices
-        return idx[top // site.bits].cpu(), (top % site.bits).cpu(), score[top].cpu()
+        return idx[top // site.bits].cpu(), (top % site.bits).cpu(), score[top].cpu(), avail
 
     # -- the attack ---------------------------------------------------------------------
     def _loss(self, model: nn.Module, x: Tensor, y: Tensor) -> float:
@@ -178,14 +179,14 @@ class BitFlipAttack:
                         cand = self.candidate(view, i, grads[i], n, k_top)
                         if cand is None:
                             continue
-                        avail = max(avail, int(cand[0].numel()))
+                        avail = max(avail, cand[3])
                         saved = view.sites[i].module.weight.detach().clone()
                         view.flip(i, cand[0], cand[1])
                         trial = self._loss(victim, x, y)
                         view.sites[i].module.weight.data.copy_(saved)
                         if best is None or trial > best[0]:
                             best = (trial, i, cand)
-                    if best is None or best[0] > loss or n >= avail:  # more bits than any layer offers
+                    if best is None or best[0] > loss or n >= avail:  # n covers every layer's uphill bits
                         break
                     n += 1
                 if (best is not None and best[0] > loss) or not self.widen or k_top >= self._largest:
@@ -195,7 +196,7 @@ class BitFlipAttack:
                 stalled = True
                 seconds += time.perf_counter() - t0
                 break
-            new_loss, i, (elem, bit, _) = best
+            new_loss, i, (elem, bit, _, _) = best
             view.flip(i, elem, bit)
             flips += int(elem.numel())
             seconds += time.perf_counter() - t0
