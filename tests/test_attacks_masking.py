@@ -68,6 +68,10 @@ def test_true_pgd_high_ste_and_square_near_zero(sign_net):
     assert true > 0.8, true
     assert ste < 0.05, ste
     assert square < 0.05, square
+    assert all(m.grad_mode == "ste" for m in model.modules() if isinstance(m, SignAct))  # restored
+    with gradient_mode(model, "true"):  # an attack without grad_mode leaves the model's own setting
+        create_attack("pgd", model, eps=eps, steps=2, grad_mode="ste")(x[:8], y[:8])
+        assert all(m.grad_mode == "true" for m in model.modules() if isinstance(m, SignAct))
 
 
 def test_grad_mode_does_not_change_forward(sign_net):
