@@ -73,3 +73,30 @@ def test_converted_layer_shares_parameters_and_masks():
     w = lin.weight
     convert(seq, lambda layer: UniformQuantizer(8, 3, True))
     assert seq[1].weight is w and "weight_mask" in seq[1]._buffers
+
+
+@pytest.mark.parametrize("raw", [
+    {"method": "quant.uniform", "bits": 4, "act_bits": 4, "mode": "lsq"},
+    {"method": "quant.uniform", "bits": 6, "act_bits": 8, "calibration": "percentile"},
+    {"method": "quant.ternary"},
+    {"method": "quant.fixed_point", "bits": 6, "act_bits": 8, "bn": True, "residual": True},
+])
+def test_checkpoint_round_trip_rebuilds_structure(tmp_path, digits, raw):
+    """prepare() rebuilds every quantizer (and hook), so a saved variant reloads exactly."""
+    from sturdynet.compress import CompressContext, run_steps
+    from sturdynet.config import Component, component
+    from sturdynet.models import model_for_data
+    from sturdynet.models.resnet20 import ResNet20Params
+    from sturdynet.registry import METHODS
+    from sturdynet.train.checkpoint import arch_of, load_checkpoint, save_checkpoint
+
+    spec = Component("resnet20", ResNet20Params(width=0.25))
+    torch.manual_seed(0)
+    base = model_for_data(spec, digits)
+    steps = [component(METHODS, raw, "s", key="method")]
+    model = run_steps(base, steps, CompressContext(data=digits)).eval()
+    save_checkpoint(tmp_path / "v.pt", model, arch_of(spec, digits, steps))
+    loaded, _ = load_checkpoint(tmp_path / "v.pt")
+    x = digits.test.x[:16]
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
