@@ -214,3 +214,11 @@ def test_l1_channel_choice_matches_torch_ln_structured():
         conv = copy.deepcopy(model.get_submodule(name))
         tprune.ln_structured(conv, "weight", amount=0.5, n=1, dim=0)
         assert torch.equal(conv.weight_mask.bool(), masked.get_submodule(name).weight_mask)
+
+
+def test_quantized_layers_are_refused():
+    model = build_model("small_cnn", 1, 10, (8, 8), width=8)
+    quant = METHODS.get("quant.uniform")()
+    q = quant.apply(model, from_dict(METHODS.params("quant.uniform"), {"bits": 8}))
+    with pytest.raises(ValueError, match="before quantization"):
+        structured_prune(q, StructuredParams())

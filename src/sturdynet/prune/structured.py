@@ -221,6 +221,17 @@ def resize_to_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> 
     return model
 
 
+def _groups(model: nn.Module) -> List[ChannelGroup]:
+    groups = find_groups(model)
+    if not groups:
+        raise ValueError("no prunable channel group found (see sturdynet.prune.channel_groups)")
+    for g in groups:
+        for name in [g.producer] + [c for c, _ in g.consumers]:
+            if getattr(_get(model, name), "weight_quantizer", None) is not None:
+                raise ValueError(f"layer {name} is quantized; apply prune.structured before quantization")
+    return groups
+
+
 def structured_prune(model: nn.Module, params: StructuredParams,
                      example: Optional[Any] = None) -> Tuple[nn.Module, Dict[str, Any]]:
     """Prune channels; returns (new model, report).
@@ -228,9 +239,7 @@ def structured_prune(model: nn.Module, params: StructuredParams,
     The report gives the channels per group before / after and, when ``example`` (an
     input tensor or shape without batch) is given, params and MACs before / after.
     """
-    groups = find_groups(model)
-    if not groups:
-        raise ValueError("no prunable channel group found (see sturdynet.prune.channel_groups)")
+    groups = _groups(model)
     masked = copy.deepcopy(model)
     keep = select_channels(masked, groups, params)
     with torch.no_grad():
@@ -273,7 +282,7 @@ class StructuredPruning(CompressionMethod):
             raise ValueError("prepare cannot know the channel counts of scope 'global'; "
                              "use sturdynet.prune.structured.resize_to_state_dict(model, state_dict)")
         model = copy.deepcopy(model)
-        groups = find_groups(model)
+        groups = _groups(model)
         keep = {}
         for g in groups:
             if params.criterion == "bn" and g.norm is None:
