@@ -105,7 +105,8 @@ def table(paths) -> None:
     for p in paths:
         res = json.loads(Path(p).read_text())
         b = res["budget"]
-        print(f"\n{res['setup']}: eps={b['eps']} (L-inf), {b['samples']} test samples, APGD {b['steps']} steps, "
+        n = next((r["robust"]["samples"] for r in res["rows"].values() if "robust" in r), 0)
+        print(f"\n{res['setup']}: eps={b['eps']:.4g} (L-inf), {n} test samples, APGD {b['steps']} steps, "
               f"APGD-T {b['n_target_classes']} targets, Square {b['n_queries']} queries; {res['seconds']:.0f} s\n")
         print("| variant | clean | APGD-CE true | APGD-T true | **worst, true grads** | APGD-CE STE | APGD-T STE "
               "| Square | **worst, all** | masking flags |")
