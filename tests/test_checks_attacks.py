@@ -11,7 +11,6 @@ from sturdynet.config import ConfigError, from_dict
 from sturdynet.evaluate import CheckContext
 from sturdynet.recipe import parse_recipe
 from sturdynet.registry import CHECKS
-from sturdynet.report.schema import validate_results  # noqa: F401  (schema used by the report)
 
 FAST = {
     "fgsm": {},

@@ -11,7 +11,7 @@ says so.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 from ..attacks import create_attack
 from ..config import rng
