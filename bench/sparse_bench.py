@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--rewind-step", type=int, default=20)
     ap.add_argument("--colt-rate", type=float, default=0.6)
     ap.add_argument("--delta-t", type=int, default=20, help="RigL update interval (steps)")
+    ap.add_argument("--round-epochs", type=int, default=None,
+                    help="IMP / COLT: epochs of every training run (default: the budget split over the runs)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -116,19 +118,20 @@ def main() -> None:
                 continue
             base = build_model("resnet20", data.in_channels, data.num_classes, data.input_size, data.mean, data.std)
             if row == "imp":
-                per = max(1, E // (args.imp_rounds + 1))
+                per = args.round_epochs or max(1, E // (args.imp_rounds + 1))
                 ctx = ctx_for(cfg(per))
                 p = {"sparsity": sp, "rounds": args.imp_rounds, "rewind_step": args.rewind_step}
                 model = METHODS.get("prune.imp")().apply(base, from_dict(METHODS.params("prune.imp"), p, "imp"), ctx)
                 finish("prune.imp", sp, model, time.perf_counter() - t, per * (args.imp_rounds + 1),
-                       {"log": ctx.log["imp"]})
+                       {"log": ctx.log["imp"], "round_epochs": per})
             elif row == "colt":
-                per = max(1, E // 3)
+                per = args.round_epochs or max(1, E // 3)
                 ctx = ctx_for(cfg(per))
                 p = {"sparsity": sp, "rate": args.colt_rate}
                 model = METHODS.get("prune.colt")().apply(base, from_dict(METHODS.params("prune.colt"), p, "c"), ctx)
                 cycles = len(ctx.log["colt"]["cycles"])
-                finish("prune.colt", sp, model, time.perf_counter() - t, per * (cycles + 1), {"log": ctx.log["colt"]})
+                finish("prune.colt", sp, model, time.perf_counter() - t, per * (cycles + 1),
+                       {"log": ctx.log["colt"], "round_epochs": per})
             elif row in ("set", "rigl", "agent"):
                 name = "prune.set" if row == "set" else "prune.rigl"
                 p = {"sparsity": sp, "distribution": "erk"}
