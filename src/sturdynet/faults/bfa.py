@@ -1,7 +1,7 @@
 """The Bit-Flip Attack with progressive bit search (Rakin, He and Fan, arXiv 1903.12269).
 
 The attacker flips stored weight bits (Row-Hammer) to crush a quantized network. Each
-iteration of the progressive bit search (paper section 4):
+iteration of the progressive bit search:
 
 1. Loss ``L`` = cross-entropy of the model on one attack batch against fixed labels, the
    model's own predictions on that batch before the attack (the attacker needs no labels).

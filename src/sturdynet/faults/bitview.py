@@ -7,8 +7,8 @@ A *deployed* model stores every conv/linear weight in one of four formats:
   holding ``bits`` and a ``scale`` or ``step`` tensor; without one the step is
   max|W_c| / (2^(k-1) - 1)) keep their deployed integers and steps. Float layers
   are quantized per layer (or per output channel) with ``s = max|W| / (2^(k-1) - 1)``,
-  the rounding-to-nearest quantizer of the Bit-Flip Attack paper (arXiv 1903.12269,
-  section 3.1), when ``float_layers="int"``.
+  the rounding-to-nearest quantizer of the Bit-Flip Attack paper (arXiv 1903.12269),
+  when ``float_layers="int"``.
 - ``binary``: one bit per weight, ``w = (2b - 1) * s`` (layers whose quantizer has
   ``bits == 1``; ``s`` is the per-channel magnitude, or per weight when magnitudes
   differ, e.g. 0 for pruned weights, whose flips then change nothing).

@@ -2,7 +2,7 @@
 
 The fault model picks ``flips`` distinct bits uniformly among all stored weight bits of
 the bit view (:mod:`sturdynet.faults.bitview`) and flips them. The BFA paper
-(arXiv 1903.12269, section 5) compares its chosen flips with exactly this baseline:
+(arXiv 1903.12269) compares its chosen flips with exactly this baseline:
 flipping 100 random bits of an 8-bit ResNet-18 costs under 1% accuracy.
 
 The ``random_flips`` check reports the accuracy after each listed number of flips,
