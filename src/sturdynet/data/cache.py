@@ -75,6 +75,7 @@ def save_cached(name: str, arrays: Dict[str, np.ndarray]) -> Optional[Path]:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache holds public data
         os.replace(tmp, d / name)
         return d / name
     except OSError:
