@@ -132,14 +132,14 @@ def curve_flags(curve: Sequence[dict], tolerance: float) -> List[str]:
 
 
 def compare_flags(own: dict, others: Dict[str, dict], tolerance: float) -> List[str]:
-    """Compare a check with earlier attack checks of the same variant at the same eps and
-    norm: a gradient-free attack stronger than a gradient attack is a masking sign."""
+    """Compare a check with earlier attack checks of the same variant at the same eps,
+    norm and samples: a black-box attack stronger than a gradient attack is a masking sign."""
     flags: List[str] = []
     for cid, m in others.items():
         if not isinstance(m, dict) or m.get("attack") is None or m.get("error"):
             continue
-        if m.get("norm") != own.get("norm") or m.get("eps") != own.get("eps"):
-            continue
+        if any(m.get(k) != own.get(k) for k in ("norm", "eps", "samples")):
+            continue  # only the same threat model on the same samples is comparable
         free, grad = (own, m) if own.get("gradient_free") else (m, own)
         if free is grad or not free.get("gradient_free") or grad.get("gradient_free"):
             continue
