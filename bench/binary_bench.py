@@ -13,6 +13,12 @@ and the silent-weight fraction of the binary weights at the end of training (OvS
 definition: sign-flip EMA with m = 0.999 below tau = 1e-4, ``binary_silent_fraction``)
 plus the fraction never flipped.
 
+``--from-base CKPT`` instead starts every binary row from the quantization benchmark's
+float resnet20 base (``bench/quant_bench.py --stage base``), mapped onto its Bi-Real twin by
+``binarize.bireal`` (Bi-Real's real-valued initialization), and trains ``--epochs`` at
+``--lr`` (2 epochs at 0.01 = the quantization rows' fine-tuning budget); RA-BNN spends
+``--grow-epochs`` of them growing.
+
 Usage::
 
     python bench/binary_bench.py --out /work/logs/binary_bench.json [--only 0,1]
@@ -36,12 +42,14 @@ from sturdynet.compress import CompressContext
 from sturdynet.config import component, from_dict
 from sturdynet.data import load_data
 from sturdynet.models.common import model_for_data
+from sturdynet.quant.binary.bireal_init import bireal_twin
 from sturdynet.quant.binary.ovsw import OvSW
 from sturdynet.quant.binary.ra_bnn import RABNNGrow, RABNNParams
 from sturdynet.quant.binary.reste import ReSTEAnneal
 from sturdynet.quant.binary.sign_flips import SignFlips
 from sturdynet.registry import DATASETS, MODELS
 from sturdynet.storage import compression_facts
+from sturdynet.train.checkpoint import load_checkpoint
 from sturdynet.train.config import TrainConfig
 from sturdynet.train.loop import evaluate_accuracy, fit, make_optimizer
 
@@ -83,6 +91,8 @@ def main() -> None:
     ap.add_argument("--out", default="/work/logs/binary_bench.json")
     ap.add_argument("--only", default=None, help="comma-separated row indices")
     ap.add_argument("--time-only", action="store_true", help="only re-time the rows of --merge, in one process")
+    ap.add_argument("--from-base", default=None, help="float resnet20 checkpoint to start the binary rows from")
+    ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--merge", nargs="*", default=[])
     args = ap.parse_args()
     if args.time_only:
@@ -92,15 +102,24 @@ def main() -> None:
     dspec = component(DATASETS, {"name": "imagefolder", "path": CIFAR, "augment": "crop_flip",
                                  "subset": {"train": args.train, "val": 500, "test": args.test}}, "data")
     data = load_data(dspec, seed)
-    cfg = from_dict(TrainConfig, {"epochs": args.epochs, "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4,
-                                  "warmup_epochs": 1, "eval_every": args.epochs})
+    warm = 0 if args.from_base else 1
+    cfg = from_dict(TrainConfig, {"epochs": args.epochs, "batch_size": 128, "lr": args.lr, "weight_decay": 5e-4,
+                                  "warmup_epochs": warm, "eval_every": args.epochs})
+    base = load_checkpoint(args.from_base)[0] if args.from_base else None
     out = Path(args.out)
     rows = json.loads(out.read_text()) if out.exists() else {}
     picks = range(len(ROWS)) if args.only is None else [int(i) for i in args.only.split(",")]
     for i in picks:
         name, arch, mparams, kind = ROWS[i]
         torch.manual_seed(seed)
-        model = model_for_data(component(MODELS, {"name": arch, **mparams}, "model"), data)
+        if base is not None:
+            if kind == "plain":
+                continue
+            model = bireal_twin(base, mparams["estimator"], mparams["weight_estimator"])
+            name = name + " from float base"
+        else:
+            model = model_for_data(component(MODELS, {"name": arch, **mparams}, "model"), data)
+        acc0 = evaluate_accuracy(model, data.test)["accuracy"]
 
         def progress(e, name=name):
             print(name, json.dumps(e), flush=True)
@@ -111,7 +130,7 @@ def main() -> None:
             ctx = CompressContext(data=data, train=cfg, seed=seed,
                                   fit=lambda m, c, **kw: fit(m, data, c, seed=seed, progress=progress, **kw))
             params = RABNNParams(grow_epochs=args.grow_epochs, retrain_epochs=args.epochs - args.grow_epochs,
-                                 lr=0.1)
+                                 lr=args.lr)
             model = RABNNGrow().apply(model, params, ctx)
             log = ctx.log["ra_bnn"]
             hist = log.get("retrain_history", [])
@@ -123,7 +142,8 @@ def main() -> None:
         facts = compression_facts(model)
         st = step_time(model, data, args.steps)
         last = hist[-1] if hist else {}
-        rows[name] = {"arch": arch, "model_params": mparams, "accuracy": acc, "size_bytes": facts["size_bytes"],
+        rows[name] = {"arch": arch, "model_params": mparams, "accuracy": acc, "accuracy_before_training": acc0,
+                      "size_bytes": facts["size_bytes"],
                       "params": facts["params"], "step_seconds": st,
                       "silent_fraction": last.get("binary_silent_fraction"),
                       "never_flipped_fraction": last.get("binary_never_flipped_fraction"),
@@ -148,18 +168,18 @@ def retime(args) -> None:
     dspec = component(DATASETS, {"name": "imagefolder", "path": CIFAR, "augment": "crop_flip",
                                  "subset": {"train": 512, "val": 0, "test": 100}}, "data")
     data = load_data(dspec, 0)
-    for name, arch, mparams, kind in ROWS:
-        if name not in rows:
-            continue
-        p = dict(mparams)
-        if kind == "ra_bnn":
-            p["widths"] = rows[name]["widths"]
+    ref = "float resnet20 (same budget)"
+    rows.setdefault(ref, {"arch": "resnet20", "model_params": {}, "step_seconds": None, "timing_only": True})
+    for name, r in rows.items():
+        p = dict(r.get("model_params", {}))
+        if r.get("widths") and r["arch"] != "resnet20":
+            p["widths"] = r["widths"]
         torch.manual_seed(0)
-        model = model_for_data(component(MODELS, {"name": arch, **p}, "model"), data)
-        rows[name]["step_seconds_train_process"] = rows[name]["step_seconds"]
-        rows[name]["step_seconds"] = step_time(model, data, args.steps)
-        print(f"TIME {name}: {rows[name]['step_seconds'] * 1000:.0f} ms", flush=True)
-    fl = rows.get("float resnet20 (same budget)", {}).get("step_seconds")
+        model = model_for_data(component(MODELS, {"name": r["arch"], **p}, "model"), data)
+        r["step_seconds_train_process"] = r.get("step_seconds")
+        r["step_seconds"] = step_time(model, data, args.steps)
+        print(f"TIME {name}: {r['step_seconds'] * 1000:.0f} ms", flush=True)
+    fl = rows[ref]["step_seconds"]
     for r in rows.values():
         r["step_rel_float"] = r["step_seconds"] / fl if fl else None
     Path(args.out).write_text(json.dumps(rows, indent=1, default=str))

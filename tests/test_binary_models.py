@@ -148,3 +148,30 @@ def test_recipe_with_binary_model_and_variants():
     with pytest.raises(ValueError, match="estimator"):
         parse_recipe({"data": "digits", "model": "small_cnn",
                       "variants": [{"name": "b", "method": "binarize", "estimator": "sine"}], "evaluate": ["clean"]})
+
+
+@pytest.mark.parametrize("name,shortcut", [("resnet20", "A"), ("resnet20", "B"), ("resnet18", None)])
+def test_bireal_twin_copies_the_float_weights(name, shortcut):
+    from sturdynet.quant.binary.bireal_init import BiRealInit, BiRealInitParams
+
+    torch.manual_seed(0)
+    kw = {"shortcut": shortcut} if shortcut else {}
+    f = build_model(name, 3, 10, (32, 32), (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), **kw)
+    t = BiRealInit().apply(f, BiRealInitParams(estimator="reste"))
+    assert t.arch == ("bireal_resnet20" if name == "resnet20" else "bireal_resnet18")
+    assert torch.equal(t.stem.weight, f.conv1.weight) and torch.equal(t.fc.weight, f.fc.weight)
+    assert torch.equal(t.normalize.std, f.normalize.std)
+    assert torch.equal(t.units[1].conv.weight, f.layer1[0].conv2.weight)
+    first = len(t.units) // len(t.widths)  # first unit of stage 2
+    assert torch.equal(t.units[first].conv.weight, f.layer2[0].conv1.weight)
+    assert torch.equal(t.units[first].bn.running_var, f.layer2[0].bn1.running_var)
+    sc = t.units[first].shortcut[1].weight[:, :, 0, 0]
+    if shortcut == "A":  # option A becomes the embedding at pad_front
+        pad = f.layer2[0].shortcut.pad_front
+        assert torch.equal(sc, torch.eye(sc.shape[0], sc.shape[1]).roll(pad, 0))
+    elif name == "resnet18":  # option B is copied
+        assert torch.equal(sc, f.layer2[0].shortcut[0].weight[:, :, 0, 0])
+    assert {q.estimator for q in t.modules() if isinstance(q, SignActivation)} == {"reste"}
+    assert t(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="CIFAR ResNet"):
+        BiRealInit().apply(_small_cnn(), BiRealInitParams())

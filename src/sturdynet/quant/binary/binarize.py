@@ -106,15 +106,19 @@ class Binarize(CompressionMethod):
         log = {"binary_layers": len(binary_layers(model)), "estimator": params.estimator,
                "weight_estimator": params.weight_estimator or params.estimator}
         if params.epochs > 0:
-            if ctx is None or ctx.fit is None or ctx.train is None:
-                raise ValueError("binarize with epochs > 0 needs a training context (run it from a recipe)")
-            from ...recipe import finetune_config
-
-            over = {"lr": params.lr} if params.lr is not None else None
-            cfg = finetune_config(ctx.train, params.epochs, over, "binarize")
-            cbs = binary_callbacks(params.estimator, params.weight_estimator, params.ovsw, params.reste_o_end)
-            history = ctx.fit(model, cfg, callbacks=cbs)
-            log["history"] = history
+            log["history"] = train_binary(model, params, ctx, "binarize")
         if ctx is not None:
             ctx.log["binarize"] = log
         return model
+
+
+def train_binary(model: nn.Module, params: Any, ctx: Optional[CompressContext], who: str) -> list:
+    """QAT of a binary model for ``params.epochs`` through ``ctx.fit`` (lr/10 unless ``params.lr``)."""
+    if ctx is None or ctx.fit is None or ctx.train is None:
+        raise ValueError(f"{who} with epochs > 0 needs a training context (run it from a recipe)")
+    from ...recipe import finetune_config
+
+    over = {"lr": params.lr} if params.lr is not None else None
+    cfg = finetune_config(ctx.train, params.epochs, over, who)
+    cbs = binary_callbacks(params.estimator, params.weight_estimator, params.ovsw, params.reste_o_end)
+    return ctx.fit(model, cfg, callbacks=cbs)
