@@ -100,15 +100,28 @@ def main() -> None:
     stages = args.stages.split(",")
 
     def bfa(model, key, trials, max_flips, **view):
-        p = from_dict(CHECKS.params("bfa"), {"trials": trials, "max_flips": max_flips, "samples": args.held,
+        """One bfa check per trial (seed = trial), saved after each, so partial runs count."""
+        p = from_dict(CHECKS.params("bfa"), {"trials": 1, "max_flips": max_flips, "samples": args.held,
                                              "attack_batch": args.attack_batch, **view})
-        t0 = time.perf_counter()
-        m = CHECKS.get("bfa")(model, data, p, cctx)
-        m["wall_seconds"] = time.perf_counter() - t0
-        for t in m["trials"]:
-            t.pop("curve", None)
-        res[key] = m
-        log(key, m["flips_to_random"], "s/flip", m["seconds_per_flip"], "random", m.get("random_baseline"))
+        runs = res.setdefault(key + "_runs", [])
+        for t in range(len(runs), trials):
+            t0 = time.perf_counter()
+            m = CHECKS.get("bfa")(model, data, p, CheckContext(seed=t))
+            tr = m["trials"][0]
+            runs.append({"flips_to_random": tr["flips_to_random"], "flips": tr["flips"],
+                         "final_accuracy": tr["final_accuracy"], "seconds_per_flip": tr["seconds_per_flip"],
+                         "hamming": tr["hamming"], "clean_accuracy": m["clean_accuracy"],
+                         "accuracy_at_10": m["accuracy"], "random_baseline": m.get("random_baseline"),
+                         "curve": m["curve"], "wall_seconds": time.perf_counter() - t0})
+            log(key, "trial", t, {k: v for k, v in runs[-1].items() if k != "curve"})
+            save()
+        vals = [r["flips_to_random"] if r["flips_to_random"] is not None else max_flips for r in runs]
+        mean = sum(vals) / len(vals)
+        res[key] = {"flips_to_random": {"mean": mean, "std": (sum((v - mean) ** 2 for v in vals) / len(vals)) ** 0.5,
+                                        "reached": sum(r["flips_to_random"] is not None for r in runs),
+                                        "trials": len(runs)},
+                    "seconds_per_flip": sum(r["seconds_per_flip"] * r["flips"] for r in runs) / max(1, sum(r["flips"] for r in runs))}
+        log(key, res[key])
         save()
 
     if "dense" in stages and "bfa_int8" not in res:
