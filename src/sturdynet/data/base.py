@@ -108,11 +108,6 @@ def stratified_indices(y: Tensor, n: int, generator: torch.Generator) -> Tuple[T
     return torch.nonzero(mask).flatten(), torch.nonzero(~mask).flatten()
 
 
-def _shuffled(split: Split, generator: torch.Generator) -> Split:
-    perm = torch.randperm(len(split), generator=generator)
-    return Split(split.x[perm], split.y[perm])
-
-
 def _check_arrays(x: Tensor, y: Tensor, what: str) -> None:
     if x.dim() != 4:
         raise ValueError(f"{what} images must have shape (N, C, H, W), got {tuple(x.shape)}")
@@ -152,16 +147,21 @@ def make_bundle(name: str, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_t
     g = torch.Generator().manual_seed(seed)
     n_val = int(round(params.val_fraction * len(y_train)))
     val_idx, train_idx = stratified_indices(y_train, n_val, g)
-    train = _shuffled(Split(x_train[train_idx], y_train[train_idx]), g)
-    val = _shuffled(Split(x_train[val_idx], y_train[val_idx]), g)
-    test = _shuffled(Split(x_test, y_test), g)
+    # One gather per split: select and shuffle with a single index (images are copied once).
+    train_idx = train_idx[torch.randperm(train_idx.numel(), generator=g)]
+    val_idx = val_idx[torch.randperm(val_idx.numel(), generator=g)]
+    test_idx = torch.randperm(len(y_test), generator=g)
+    train = Split(x_train[train_idx], y_train[train_idx])
+    val = Split(x_train[val_idx], y_train[val_idx])
+    test = Split(x_test[test_idx], y_test[test_idx])
     sub = params.subset
     if sub is not None:
         def cut(split: Split, n: Optional[int]) -> Split:
             if n is None or n >= len(split):
                 return split
             keep, _ = stratified_indices(split.y, n, g)
-            return _shuffled(Split(split.x[keep], split.y[keep]), g)
+            keep = keep[torch.randperm(keep.numel(), generator=g)]
+            return Split(split.x[keep], split.y[keep])
         train, val, test = cut(train, sub.train), cut(val, sub.val), cut(test, sub.test)
     mean = tuple(float(v) for v in train.x.mean(dim=(0, 2, 3)))
     std = tuple(max(float(v), 1e-3) for v in train.x.std(dim=(0, 2, 3)))
