@@ -222,3 +222,20 @@ def test_quantized_layers_are_refused():
     q = quant.apply(model, from_dict(METHODS.params("quant.uniform"), {"bits": 8}))
     with pytest.raises(ValueError, match="before quantization"):
         structured_prune(q, StructuredParams())
+
+
+def test_vgg_small_numbered_layers_equal():
+    model = _randomize_bn(build_model("vgg_small", 3, 10, (8, 8), width=0.125))
+    groups = find_groups(model)
+    assert [g.producer for g in groups] == [f"conv{i}" for i in range(6)]
+    assert groups[-1].consumers == [("fc", 1)]
+    masked, small, rep = _pair(model, amount=0.5)
+    assert small.conv5.out_channels == 32 and small.fc.in_features == 32
+    x = torch.rand(4, 3, 8, 8)
+    _close(masked(x), small(x))
+    # on 32x32 the flatten feeds fc 4x4 positions per channel
+    model = _randomize_bn(build_model("vgg_small", 3, 10, (32, 32), width=0.125))
+    masked, small, _ = _pair(model, amount=0.25, criterion="bn")
+    assert small.fc.in_features == small.conv5.out_channels * 16
+    x = torch.rand(2, 3, 32, 32)
+    _close(masked(x), small(x))

@@ -8,12 +8,15 @@ patterns are recognised, by module structure (no tracing):
   ``conv/linear -> [BatchNorm] -> [ReLU, pooling, Dropout, Flatten, ...] -> conv/linear``;
   a ``Flatten`` before a linear consumer maps channel c to its ``in_features / C``
   consecutive inputs;
-* a residual block, i.e. a module with ``conv1``, ``bn1`` and ``conv2`` attributes
-  (resnet20, resnet18 and the like): the block-internal channels ``conv1 -> bn1 -> conv2``.
+* a residual block, i.e. a module with ``conv1``, ``bn1``, ``conv2`` and ``shortcut``
+  attributes (resnet20, resnet18): the block-internal channels ``conv1 -> bn1 -> conv2``.
   Channels that cross blocks (the residual stream: ``conv2``/``bn2``, the shortcut and
   the stem) are never pruned, so the option-A (zero-pad) and 1x1-conv shortcuts stay
   untouched. This is the choice of Li et al., "Pruning Filters for Efficient ConvNets"
   (arXiv 1608.08710), who prune only the first layer of each residual block.
+
+* a VGG-style module with ``num_convs`` numbered layers ``conv{i}`` / ``bn{i}`` and a
+  final ``fc`` (vgg_small): every conv, the last one into ``fc`` through the flatten.
 
 Everything between producer and consumer must map a zero channel to a zero channel
 (activations with f(0) = 0, max / average pooling, dropout, flatten); anything else ends
@@ -59,6 +62,8 @@ def _plain_conv(m: nn.Module) -> bool:
 
 
 def _block_group(name: str, m: nn.Module) -> Optional[ChannelGroup]:
+    if not hasattr(m, "shortcut"):
+        return None
     c1, b1, c2 = getattr(m, "conv1", None), getattr(m, "bn1", None), getattr(m, "conv2", None)
     if not (_plain_conv(c1) and _plain_conv(c2) and isinstance(b1, nn.BatchNorm2d)):
         return None
@@ -66,6 +71,36 @@ def _block_group(name: str, m: nn.Module) -> Optional[ChannelGroup]:
         return None
     p = f"{name}." if name else ""
     return ChannelGroup(producer=p + "conv1", norm=p + "bn1", consumers=[(p + "conv2", 1)])
+
+
+def _numbered_groups(name: str, m: nn.Module) -> Optional[List[ChannelGroup]]:
+    """VGG-style modules with ``num_convs`` layers ``conv{i}`` / ``bn{i}`` and a final ``fc``
+    (sturdynet's vgg_small): conv{i} -> [pool] -> bn{i} -> act -> conv{i+1}, the last one
+    through pooling and a flatten into ``fc``."""
+    n = getattr(m, "num_convs", None)
+    if not isinstance(n, int) or n < 1 or not isinstance(getattr(m, "fc", None), nn.Linear):
+        return None
+    p = f"{name}." if name else ""
+    convs = [getattr(m, f"conv{i}", None) for i in range(n)]
+    norms = [getattr(m, f"bn{i}", None) for i in range(n)]
+    if not all(_plain_conv(c) for c in convs) or not all(isinstance(b, nn.BatchNorm2d) for b in norms):
+        return None
+    out: List[ChannelGroup] = []
+    for i in range(n):
+        c = convs[i].out_channels
+        if norms[i].num_features != c:
+            return None
+        g = ChannelGroup(producer=f"{p}conv{i}", norm=f"{p}bn{i}")
+        if i + 1 < n:
+            if convs[i + 1].in_channels != c:
+                return None
+            g.consumers.append((f"{p}conv{i + 1}", 1))
+        else:
+            if m.fc.in_features % c:
+                return None
+            g.consumers.append((f"{p}fc", m.fc.in_features // c))
+        out.append(g)
+    return out
 
 
 def _chain_group(prefix: str, children: List[Tuple[str, nn.Module]], i: int) -> Optional[ChannelGroup]:
@@ -114,6 +149,11 @@ def find_groups(model: nn.Module) -> List[ChannelGroup]:
         g = _block_group(name, m)
         if g is not None:
             groups.append(g)
+            blocks.add(name)
+            continue
+        numbered = _numbered_groups(name, m)
+        if numbered is not None:
+            groups.extend(numbered)
             blocks.add(name)
             continue
         if type(m) is nn.Sequential:
