@@ -194,6 +194,23 @@ def test_global_scope_reload_via_state_dict():
     shell.load_state_dict(pruned.state_dict(), strict=True)
 
 
+@pytest.mark.parametrize("physical", [True, False])
+def test_global_scope_checkpoint_round_trip(tmp_path, physical):
+    from sturdynet.config import Component
+    from sturdynet.train.checkpoint import load_checkpoint, save_checkpoint
+
+    params = StructuredParams(amount=0.5, criterion="bn", scope="global", physical=physical)
+    base = _randomize_bn(build_model("small_cnn", 1, 10, (8, 8), width=8))
+    pruned = METHODS.get("prune.structured")().apply(base, params)
+    arch = {"model": {"name": "small_cnn", "width": 8}, "data": {"in_channels": 1, "num_classes": 10,
+            "input_size": [8, 8], "mean": [0.0], "std": [1.0]},
+            "steps": [Component("prune.structured", params).to_dict("method")]}
+    save_checkpoint(tmp_path / "s.pt", pruned, arch)
+    loaded, _ = load_checkpoint(tmp_path / "s.pt")
+    x = torch.rand(4, 1, 8, 8)
+    _close(pruned.eval()(x), loaded(x))
+
+
 def test_bad_parameters():
     with pytest.raises(ConfigError, match="scope"):
         from_dict(StructuredParams, {"scope": "global", "criterion": "l1"})

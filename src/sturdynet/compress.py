@@ -8,7 +8,7 @@ measured the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -43,13 +43,27 @@ class CompressionMethod:
     def prepare(self, model: nn.Module, params: Any) -> nn.Module:
         return self.apply(model, params, None)
 
+    def prepare_for_state(self, model: nn.Module, params: Any, state_dict: Mapping[str, Any]) -> nn.Module:
+        """Like :meth:`prepare`, for methods whose structure only the checkpoint tells
+        (e.g. channel counts chosen by a global threshold)."""
+        return self.prepare(model, params)
+
 
 def run_steps(model: nn.Module, steps: Sequence[Any], ctx: Optional[CompressContext] = None,
-              structure_only: bool = False) -> nn.Module:
-    """Apply the variant's methods (registered components) in order."""
+              structure_only: bool = False, state_dict: Optional[Mapping[str, Any]] = None) -> nn.Module:
+    """Apply the variant's methods (registered components) in order.
+
+    With ``structure_only`` only the structure is built (``prepare``, or
+    ``prepare_for_state`` when the checkpoint's ``state_dict`` is given).
+    """
     from .registry import METHODS
 
     for step in steps:
         method = METHODS.get(step.name)()
-        model = method.prepare(model, step.params) if structure_only else method.apply(model, step.params, ctx)
+        if not structure_only:
+            model = method.apply(model, step.params, ctx)
+        elif state_dict is not None:
+            model = method.prepare_for_state(model, step.params, state_dict)
+        else:
+            model = method.prepare(model, step.params)
     return model

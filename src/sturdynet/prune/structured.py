@@ -23,6 +23,7 @@ the masked one (up to float rounding). ``physical: false`` returns the masked mo
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Literal, Mapping, Optional, Set, Tuple
 
@@ -271,6 +272,15 @@ class StructuredPruning(CompressionMethod):
         if ctx is not None:
             ctx.log["prune.structured"] = report
         return out
+
+    def prepare_for_state(self, model: nn.Module, params: StructuredParams, state_dict) -> nn.Module:
+        """The structure of a checkpoint: for ``scope: global`` the channel counts are
+        read from ``state_dict`` (masked models keep every channel, with masks)."""
+        if params.scope == "layer":
+            return self.prepare(model, params)
+        if params.physical:
+            return resize_to_state_dict(model, state_dict)
+        return self.prepare(model, dataclasses.replace(params, scope="layer"))
 
     def prepare(self, model: nn.Module, params: StructuredParams) -> nn.Module:
         """The pruned structure with placeholder weights (for loading a checkpoint).

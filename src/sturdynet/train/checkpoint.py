@@ -35,8 +35,9 @@ def arch_of(model_spec: Component, data: Any, steps: Sequence[Component] = (),
         "steps": [s.to_dict("method") for s in steps]}
 
 
-def build_from_arch(arch: Dict[str, Any]) -> nn.Module:
-    """Rebuild the (untrained) model structure described by :func:`arch_of`."""
+def build_from_arch(arch: Dict[str, Any], state_dict: Optional[Dict[str, Any]] = None) -> nn.Module:
+    """Rebuild the (untrained) model structure described by :func:`arch_of`; methods whose
+    structure depends on the weights read it from ``state_dict``."""
     from .. import plugins  # noqa: F401
     from ..compress import run_steps
     from ..models.common import build_model
@@ -46,7 +47,7 @@ def build_from_arch(arch: Dict[str, Any]) -> nn.Module:
     model = build_model(spec.name, d["in_channels"], d["num_classes"], tuple(d["input_size"]),
                         d["mean"], d["std"], **spec.kwargs())
     steps = [component(METHODS, s, f"steps[{i}]", key="method") for i, s in enumerate(arch.get("steps", []))]
-    return run_steps(model, steps, None, structure_only=True)
+    return run_steps(model, steps, None, structure_only=True, state_dict=state_dict)
 
 
 def save_checkpoint(path: Union[str, Path], model: nn.Module, arch: Dict[str, Any],
@@ -84,7 +85,7 @@ def load_checkpoint(path: Union[str, Path], map_location: str = "cpu") -> Tuple[
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path}: not a sturdynet checkpoint")
     try:
-        model = build_from_arch(blob["arch"])
+        model = build_from_arch(blob["arch"], blob["state_dict"])
         model.load_state_dict(blob["state_dict"], strict=True)
     except (ConfigError, KeyError, RuntimeError, ValueError) as e:
         raise ValueError(f"{path}: does not match its architecture ({str(e).splitlines()[0][:300]})") from None
