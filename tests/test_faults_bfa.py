@@ -135,3 +135,22 @@ def test_widening_keeps_a_stuck_search_going(digits, trained_cnn):
     assert max(h["k_top"] for h in wide.history) > 10
     losses = [p["loss"] for p in wide.curve]
     assert all(b_ > a for a, b_ in zip(losses, losses[1:]))
+
+
+def test_balanced_accuracy_of_a_collapsed_model():
+    from sturdynet.data.base import Split
+    from sturdynet.faults.common import accuracies
+
+    class Const(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 3)
+            out[:, 0] = 1.0
+            return out
+
+    y = torch.tensor([0] * 6 + [1] * 3 + [2])  # class 0 holds 60%
+    a = accuracies(Const(), Split(torch.zeros(10, 1, 2, 2), y))
+    assert a["accuracy"] == pytest.approx(0.6) and a["balanced_accuracy"] == pytest.approx(1 / 3)

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from ..data.base import Split
 from ..nn.grad_mode import gradient_mode, has_estimators
 from .bitview import BitView, ViewParams, deploy
-from .common import accuracy
+from .common import accuracies
 
 
 @dataclass
@@ -54,7 +54,8 @@ class BFAResult:
         model: the attacked deployed copy.
         flips: bits flipped in total.
         flips_to_random: flips when held-out accuracy first reached the target (None: never).
-        curve: ``[{flips, accuracy, loss}]`` after every iteration, starting at 0 flips.
+        curve: ``[{flips, accuracy, balanced_accuracy, loss}]`` after every iteration,
+            starting at 0 flips.
         history: per iteration the layer and the (weight index, bit) pairs flipped.
         seconds: wall time of the search (held-out evaluations excluded).
         stalled: True when no bit could raise the loss any more.
@@ -80,10 +81,15 @@ class BitFlipAttack:
         batch_size: batch size of the held-out evaluations.
         widen: when no candidate raises the loss, retry with 4x ``k_top`` (up to the
             largest layer) before giving up, instead of reporting a stalled attack.
+        balanced: stop on balanced accuracy (mean per-class recall) instead of accuracy.
+            On a class-balanced held-out set (the paper's full test set) both agree; on a
+            small unbalanced one a model collapsed onto one class keeps that class's
+            share as accuracy, which can sit above random guess + 1% for ever.
     """
 
     def __init__(self, k_top: int = 10, max_flips: int = 100, target_accuracy: Optional[float] = None,
-                 view: ViewParams = ViewParams(), batch_size: int = 512, widen: bool = True) -> None:
+                 view: ViewParams = ViewParams(), batch_size: int = 512, widen: bool = True,
+                 balanced: bool = False) -> None:
         if k_top < 1:
             raise ValueError(f"k_top must be >= 1, got {k_top}")
         if max_flips < 1:
@@ -96,6 +102,7 @@ class BitFlipAttack:
         self.view = view
         self.batch_size = batch_size
         self.widen = widen
+        self.balanced = balanced
 
     # -- in-layer search -----------------------------------------------------------------
     def candidate(self, view: BitView, i: int, grad: Tensor, n: int,
@@ -159,8 +166,10 @@ class BitFlipAttack:
         with torch.no_grad():
             y = victim(x).argmax(1)
         loss = self._loss(victim, x, y)
-        acc = accuracy(victim, held_out, self.batch_size)
-        curve = [{"flips": 0, "accuracy": acc, "loss": loss}]
+        key = "balanced_accuracy" if self.balanced else "accuracy"
+        accs = accuracies(victim, held_out, self.batch_size)
+        acc = accs[key]
+        curve = [{"flips": 0, **accs, "loss": loss}]
         history: List[dict] = []
         flips, reached, stalled, seconds = 0, (0 if acc <= target else None), False, 0.0
         while reached is None and flips < self.max_flips:
@@ -202,8 +211,9 @@ class BitFlipAttack:
             seconds += time.perf_counter() - t0
             history.append({"layer": view.sites[i].name, "weights": elem.tolist(), "bits": bit.tolist(),
                             "loss": new_loss, "k_top": k_top})
-            acc = accuracy(victim, held_out, self.batch_size)
-            curve.append({"flips": flips, "accuracy": acc, "loss": new_loss})
+            accs = accuracies(victim, held_out, self.batch_size)
+            acc = accs[key]
+            curve.append({"flips": flips, **accs, "loss": new_loss})
             if acc <= target:
                 reached = flips
         for w, f in zip(weights, flags):

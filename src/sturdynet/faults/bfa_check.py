@@ -24,6 +24,7 @@ class BFACheckParams(SampleParams, ViewParams):
     attack_split: Literal["val", "train"] = "val"
     k_top: int = rng(1, None, default=10)
     widen: bool = True
+    balanced: bool = False
     max_flips: int = rng(1, None, default=100)
     target_accuracy: Optional[float] = rng(0, 1, default=None)
     random_baseline: bool = True
@@ -70,7 +71,7 @@ def bfa_check(model: nn.Module, data, params: BFACheckParams, ctx: CheckContext)
     source = _attack_split(data, params.attack_split)
     view = ViewParams(params.bits, params.float_layers, params.per_channel)
     atk = BitFlipAttack(params.k_top, params.max_flips, params.target_accuracy, view, params.batch_size,
-                        params.widen)
+                        params.widen, params.balanced)
     base = deploy(model, view).to(ctx.device).eval()
     clean = accuracy(base, held, params.batch_size)
     target = params.target_accuracy if params.target_accuracy is not None else 1.0 / data.num_classes + 0.01

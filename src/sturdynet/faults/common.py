@@ -61,6 +61,20 @@ def accuracy(model: nn.Module, split: Split, batch_size: int = 512) -> float:
     return float(correct_mask(model, split.x, split.y, batch_size).float().mean())
 
 
+def accuracies(model: nn.Module, split: Split, batch_size: int = 512) -> Dict[str, float]:
+    """Top-1 accuracy and balanced accuracy (mean per-class recall over the classes present).
+
+    A model that predicts one class everywhere has balanced accuracy exactly 1/classes on
+    any split, while its plain accuracy is that class's share of the split.
+    """
+    if len(split) == 0:
+        raise ValueError("cannot measure accuracy on an empty split")
+    ok = correct_mask(model, split.x, split.y, batch_size).float()
+    y = split.y.cpu()
+    recalls = [float(ok[y == c].mean()) for c in torch.unique(y).tolist()]
+    return {"accuracy": float(ok.mean()), "balanced_accuracy": sum(recalls) / len(recalls)}
+
+
 def mean_std(values: Sequence[float]) -> Dict[str, float]:
     """Mean and (population) standard deviation of a list of numbers."""
     vals = [float(v) for v in values]
