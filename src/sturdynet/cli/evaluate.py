@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate.base import CheckContext
     from ..recipe import parse_check
     from ..registry import CHECKS, DATASETS
-    from ..sweep.store import write_json_atomic
+    from ..atomic import write_json_atomic
     from ..train.checkpoint import load_checkpoint
 
     model, blob = load_checkpoint(args.checkpoint)

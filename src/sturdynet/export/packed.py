@@ -32,14 +32,13 @@ the outputs — equal the exported model's bit for bit.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
+from ..atomic import torch_save_atomic
 from ..prune.mask import SUFFIX
 from .bits import pack_bits, packed_nbytes, unpack_bits
 
@@ -140,17 +139,7 @@ def export_model(model: nn.Module, path: Union[str, Path], arch: Dict[str, Any],
     payload = torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.uint8)
     blob = {"format": FORMAT, "version": VERSION, "arch": arch, "float_dtype": float_dtype,
             "entries": entries, "payload": payload}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    path = torch_save_atomic(path, blob)
     return {"file_bytes": path.stat().st_size, "payload_bytes": int(payload.numel()), "tensors": len(entries),
             "packed": n_packed, "sparse": n_sparse}
 

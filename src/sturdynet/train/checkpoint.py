@@ -8,14 +8,13 @@ is rebuilt from the registered model name and its parameters, the data facts
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
+from ..atomic import torch_save_atomic
 from ..config import Component, ConfigError, component
 from ..registry import METHODS, MODELS
 
@@ -53,19 +52,9 @@ def build_from_arch(arch: Dict[str, Any], state_dict: Optional[Dict[str, Any]] =
 def save_checkpoint(path: Union[str, Path], model: nn.Module, arch: Dict[str, Any],
                     extra: Optional[Dict[str, Any]] = None) -> None:
     """Write atomically: a half-written checkpoint never replaces a good one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     blob = {"format": FORMAT, "version": 1, "arch": arch, "state_dict": state, "extra": dict(extra or {})}
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    torch_save_atomic(path, blob)
 
 
 def load_checkpoint(path: Union[str, Path], map_location: str = "cpu") -> Tuple[nn.Module, Dict[str, Any]]:
