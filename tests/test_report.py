@@ -25,7 +25,7 @@ def _ok(name, method, params, size, clean, pgd_curve, ber_curve, sparsity=0.0, b
             "clean": {"accuracy": clean, "loss": 0.05, "samples": 359, "per_sample": "01" * 3},
             "pgd": {"accuracy": pgd_curve[1][1], "eps": 0.1, "grad_mode": "true", "samples": 359,
                     "curve": [{"eps": e, "accuracy": a} for e, a in pgd_curve], "flags": list(flags)},
-            "ber": {"accuracy": ber_curve[0][1], "curve": [{"ber": b, "accuracy": a} for b, a in ber_curve]},
+            "ber": {"kind": "fault", "accuracy": ber_curve[0][1], "curve": [{"ber": b, "accuracy": a} for b, a in ber_curve]},
         },
     }
 
@@ -106,11 +106,11 @@ def test_markdown_main_table(rendered):
     assert d["Size"] == "258.7 KiB" and d["Bytes"] == "264,880" and p["Size"] == "36.6 KiB"
     assert p["Clean"] == "97.2%" and d["Clean"] == "99.2%" and p["Sparsity"] == "90.0%" and b["Bits"] == "1"
     assert p["Method"] == "prune.global_magnitude (sparsity=0.9, scope=global)"
-    # robust = minimum over the non-clean checks, naming the check that gave it
-    assert d["Robust"] == "**31.0% (pgd)**" and p["Robust"] == "**20.0% (ber)**" and b["Robust"] == "**45.0% (pgd)**"
+    # robust = minimum over the input-attack checks (fault checks stay out), naming the check
+    assert d["Robust"] == "**31.0% (pgd)**" and p["Robust"] == "**25.0% (pgd)**" and b["Robust"] == "**45.0% (pgd)**"
     assert p["PGD @ eps=0.1"] == "25.0%" and p["Bit-error rate @ ber=1e-07"] == "20.0%"
     assert f["Status"] == "failed" and f["Clean"] == "—" and f["Size"] == "—"
-    assert "minimum accuracy over the non-clean checks" in md
+    assert "minimum accuracy over the input-attack checks (pgd)" in md
 
 
 def test_failures_and_flags(rendered):
@@ -165,7 +165,7 @@ def test_summary_rows():
     rows = summary_rows(make_results())
     assert [list(r) for r in rows][0] == ["variant", "method", "size", "ratio", "clean", "robust", "status"]
     assert rows[1] == {"variant": "pruned-90", "method": "prune.global_magnitude (sparsity=0.9, …)",
-                       "size": "36.6 KiB", "ratio": "7.07x", "clean": "97.2%", "robust": "20.0% (ber)",
+                       "size": "36.6 KiB", "ratio": "7.07x", "clean": "97.2%", "robust": "25.0% (pgd)",
                        "status": "ok"}
     assert rows[3]["status"] == "failed" and rows[3]["clean"] == "—"
 
@@ -235,7 +235,8 @@ def test_failed_check_is_shown_and_marks_robust_incomplete(tmp_path):
     md = (tmp_path / "report.md").read_text()
     row = md_rows(md)["dense"]
     assert row["PGD @ eps=0.1"] == "error" and row["Clean"] == "99.2%"
-    assert row["Robust"] == "**99.0% (ber; incomplete)**" and row["Status"] == "failed"
+    # the only input-attack check failed (ber is a fault check): no robust number to show
+    assert row["Robust"] == "—" and row["Status"] == "failed"
     assert "- `dense` / `pgd`: RuntimeError: boom" in md
     assert "check_key" not in md
     html = (tmp_path / "report.html").read_text()

@@ -126,5 +126,5 @@ def ber_check(model: nn.Module, data, params: BERCheckParams, ctx: CheckContext)
             flips.append(rec["flips"])
         curve.append(curve_point("ber", r, accs, flips=sum(flips) / len(flips)))
     view = BitView(base, params.float_layers)
-    return {"accuracy": curve[0]["accuracy"], "samples": len(split), "clean_accuracy": clean,
+    return {"kind": "fault", "accuracy": curve[0]["accuracy"], "samples": len(split), "clean_accuracy": clean,
             "ber": params.rates[0], "stored_bits": view.total_bits, "curve": curve}

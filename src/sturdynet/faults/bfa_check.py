@@ -93,7 +93,7 @@ def bfa_check(model: nn.Module, data, params: BFACheckParams, ctx: CheckContext)
     reached = sum(tr["flips_to_random"] is not None for tr in trials)
     ftr = {**mean_std(values), "reached": reached, "trials": len(trials), "censored": reached < len(trials)}
     at = [[p for p in c if p["flips"] <= params.accuracy_at][-1]["accuracy"] for c in curves]
-    out = {"accuracy": mean_std(at)["mean"], "flips": params.accuracy_at,
+    out = {"kind": "fault", "accuracy": mean_std(at)["mean"], "flips": params.accuracy_at,
            "final_accuracy": mean_std([tr["final_accuracy"] for tr in trials])["mean"], "samples": len(held),
            "clean_accuracy": clean, "target_accuracy": target, "flips_to_random": ftr,
            "curve": mean_curve(curves),

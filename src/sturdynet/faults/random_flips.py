@@ -80,5 +80,5 @@ def random_flips_check(model: nn.Module, data, params: RandomFlipsCheckParams, c
             accs.append(accuracy(faulty, split, params.batch_size))
         curve.append(curve_point("flips", n, accs))
     view = BitView(base, params.float_layers)
-    return {"accuracy": curve[1]["accuracy"], "samples": len(split), "clean_accuracy": clean,
+    return {"kind": "fault", "accuracy": curve[1]["accuracy"], "samples": len(split), "clean_accuracy": clean,
             "flips": params.flips[0], "stored_bits": view.total_bits, "curve": curve}

@@ -102,12 +102,12 @@ def _main_notes(view: RunView, has_robust: bool) -> List[Para]:
         notes.append(para("Ratio = size of ", Text(ref_name, "code"), f" ({what}, {fmt_int(ref_size)} B) / size of the "
                           "variant. Sizes are packed storage: 1 KiB = 1024 B, 1 MiB = 1024 KiB.", cls="note"))
     if has_robust:
-        rid, others = view.robust_id, ", ".join(view.other_ids) or DASH
+        rid, others = view.robust_id, ", ".join(view.attack_ids) or DASH
         text = ("Robust = accuracy of the ", Text(rid, "code"),
                 " check (per-sample worst case over its attacks)") if rid else ()
         if any(view.robust(v).from_min and view.robust(v).accuracy is not None for v in view.variants):
             sep = "; where it is missing, " if rid else "Robust = "
-            text += (f"{sep}the minimum accuracy over the non-clean checks ({others}); the check that gave the "
+            text += (f"{sep}the minimum accuracy over the input-attack checks ({others}); the check that gave the "
                      "minimum is named in parentheses",)
             if any(view.robust(v).incomplete for v in view.variants):
                 text += ("; \"incomplete\": a check failed or is missing for that variant, so the worst case may "

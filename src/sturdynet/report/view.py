@@ -93,6 +93,14 @@ class RunView:
         """Checks that get their own column: all but the clean and the robust check."""
         return [c for c in self.check_ids if c not in (self.clean_id, self.robust_id)]
 
+    @property
+    def attack_ids(self) -> List[str]:
+        """Checks that enter the robust minimum: all non-clean checks except those whose
+        metrics say ``kind: fault`` (bit flips and bit errors report accuracy after a
+        number of faults, not robustness to adversarial inputs)."""
+        return [c for c in self.other_ids
+                if not any((self.metrics(v).get(c) or {}).get("kind") == "fault" for v in self.variants)]
+
     def curve_ids(self) -> List[str]:
         return [c for c in self.check_ids if any(self.metrics(v).get(c, {}).get("curve") for v in self.ok_variants)]
 
@@ -112,14 +120,14 @@ class RunView:
         return m.get("accuracy") if m else None
 
     def robust(self, variant: Mapping[str, Any]) -> Robust:
-        """The ``robust`` check's accuracy, else the minimum over the other non-clean checks."""
+        """The ``robust`` check's accuracy, else the minimum over the input-attack checks."""
         rid = self.robust_id
         acc = self.accuracy(variant, rid)
         if rid is not None and acc is not None:
             return Robust(acc, rid, False)
         best: Tuple[Optional[float], Optional[str]] = (None, None)
         missing = False
-        for cid in self.other_ids:
+        for cid in self.attack_ids:
             a = self.accuracy(variant, cid)
             if not _num(a):
                 missing = True
