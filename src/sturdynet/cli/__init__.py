@@ -15,19 +15,11 @@ from typing import List, Optional
 
 from ..config import ConfigError
 
-COMMANDS = ["run", "train", "evaluate", "report", "list"]
-OPTIONAL_COMMANDS = ["export"]  # present once their area has landed
+COMMANDS = ["run", "train", "evaluate", "export", "report", "list"]
 
 
 def _modules():
-    mods = [importlib.import_module(f"{__name__}.{c}") for c in COMMANDS]
-    for c in OPTIONAL_COMMANDS:
-        try:
-            mods.append(importlib.import_module(f"{__name__}.{c}"))
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{c}":
-                raise
-    return mods
+    return [importlib.import_module(f"{__name__}.{c}") for c in COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:
