@@ -7,10 +7,10 @@ straight-through estimator, plus Square, every attack on every clean-correct poi
 gradient-only evaluation reports), and over everything.
 
     # digits: the default recipe's data, model and training, plus int8 and binary variants
-    /work/bench-slot python bench/attack_robust.py --setup digits --out /work/logs/attack_robust_digits.json
+    OMP_NUM_THREADS=1 python bench/attack_robust.py --setup digits --out bench/logs/attack_robust_digits.json
     # CIFAR-10 resnet20 from the shared base checkpoint (see bench/quant_bench.py --stage base)
-    /work/bench-slot python bench/attack_robust.py --setup cifar --out /work/logs/attack_robust_cifar.json
-    python bench/attack_robust.py --table /work/logs/attack_robust_digits.json
+    OMP_NUM_THREADS=1 python bench/attack_robust.py --setup cifar --out bench/logs/attack_robust_cifar.json
+    python bench/attack_robust.py --table bench/logs/attack_robust_digits.json
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from sturdynet.registry import CHECKS, DATASETS, METHODS
 from sturdynet.train.config import TrainConfig
 from sturdynet.train.loop import evaluate_accuracy, fit
 
-CIFAR = "/work/shared/datasets/cifar10-jpeg.tar.gz"
+CIFAR = str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz")
 INT8 = {"method": "quant.uniform", "bits": 8, "act_bits": 8, "mode": "ptq"}
 
 
@@ -142,7 +142,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--binary-epochs", type=int, default=None)
     ap.add_argument("--train", type=int, default=8000)
-    ap.add_argument("--ckpt", default="/work/logs/ckpt/resnet20_cifar10k_base.pt")
+    ap.add_argument("--ckpt", default="bench/logs/ckpt/resnet20_cifar10k_base.pt")
     args = ap.parse_args()
     if args.table:
         return table(args.table)

@@ -21,9 +21,9 @@ float resnet20 base (``bench/quant_bench.py --stage base``), mapped onto its Bi-
 
 Usage::
 
-    python bench/binary_bench.py --out /work/logs/binary_bench.json [--only 0,1]
+    python bench/binary_bench.py --out bench/logs/binary_bench.json [--only 0,1]
     # rows trained in several processes: merge them and time every row in one process
-    python bench/binary_bench.py --time-only --merge a.json b.json --out /work/logs/binary_bench.json
+    python bench/binary_bench.py --time-only --merge a.json b.json --out bench/logs/binary_bench.json
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ from sturdynet.train.checkpoint import load_checkpoint
 from sturdynet.train.config import TrainConfig
 from sturdynet.train.loop import evaluate_accuracy, fit, make_optimizer
 
-CIFAR = "/work/shared/datasets/cifar10-jpeg.tar.gz"
+CIFAR = str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz")
 STE = {"estimator": "clipped_ste", "weight_estimator": "clipped_ste"}
 ROWS = [
     ("float resnet20 (same budget)", "resnet20", {}, "plain"),
@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--grow-epochs", type=int, default=1)
     ap.add_argument("--steps", type=int, default=7)
-    ap.add_argument("--out", default="/work/logs/binary_bench.json")
+    ap.add_argument("--out", default="bench/logs/binary_bench.json")
     ap.add_argument("--only", default=None, help="comma-separated row indices")
     ap.add_argument("--time-only", action="store_true", help="only re-time the rows of --merge, in one process")
     ap.add_argument("--from-base", default=None, help="float resnet20 checkpoint to start the binary rows from")

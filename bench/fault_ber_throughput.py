@@ -10,7 +10,7 @@ at once and XORs each layer's int32 view in one operation.
 
 Usage:
     pip install --no-deps pytorchfi
-    /work/bench-slot python bench/fault_ber_throughput.py > /work/logs/fault_ber_throughput.log 2>&1
+    OMP_NUM_THREADS=1 python bench/fault_ber_throughput.py > bench/logs/fault_ber_throughput.log 2>&1
 """
 from __future__ import annotations
 

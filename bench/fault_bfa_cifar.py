@@ -1,8 +1,8 @@
 """BFA, random flips, BER and fault defenses on a CIFAR-10 resnet20 (small CPU budget).
 
 Usage (one CPU thread, in the background):
-    /work/bench-slot python bench/fault_bfa_cifar.py --out /work/logs/fault_bfa_cifar.json \
-        > /work/logs/fault_bfa_cifar.log 2>&1 &
+    OMP_NUM_THREADS=1 python bench/fault_bfa_cifar.py --out bench/logs/fault_bfa_cifar.json \
+        > bench/logs/fault_bfa_cifar.log 2>&1 &
 
 Budget: a stratified 10k-image CIFAR-10 training subset trained 6 epochs (or, with
 ``--base-ckpt``, a shared base checkpoint and its data split), the validation images
@@ -41,8 +41,8 @@ def log(*a) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="/work/logs/fault_bfa_cifar.json")
-    ap.add_argument("--data", default="/work/shared/datasets/cifar10-jpeg.tar.gz")
+    ap.add_argument("--out", default="bench/logs/fault_bfa_cifar.json")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"))
     ap.add_argument("--train", type=int, default=10000)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--ft-epochs", type=int, default=2)

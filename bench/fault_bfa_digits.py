@@ -1,8 +1,8 @@
 """BFA, random flips, BER and the fault defenses on digits / small_cnn (one CPU thread, ~minutes).
 
 Usage:
-    OMP_NUM_THREADS=1 python bench/fault_bfa_digits.py /work/logs/fault_bfa_digits.json \
-        > /work/logs/fault_bfa_digits.log 2>&1
+    OMP_NUM_THREADS=1 python bench/fault_bfa_digits.py bench/logs/fault_bfa_digits.json \
+        > bench/logs/fault_bfa_digits.log 2>&1
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def log(*a) -> None:
 
 
 def main() -> None:
-    out = sys.argv[1] if len(sys.argv) > 1 else "/work/logs/fault_bfa_digits.json"
+    out = sys.argv[1] if len(sys.argv) > 1 else "bench/logs/fault_bfa_digits.json"
     data = load_data(Component("digits", from_dict(DATASETS.params("digits"), {})), seed=0)
     torch.manual_seed(0)
     model = model_for_data(Component("small_cnn", from_dict(MODELS.params("small_cnn"), {"width": 16})), data)

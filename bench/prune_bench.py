@@ -8,7 +8,7 @@ lines file as each row finishes.
 
 Usage (from the repository root, through the CPU slot)::
 
-    /work/bench-slot python bench/prune_bench.py --out /work/logs/prune_bench.jsonl
+    OMP_NUM_THREADS=1 python bench/prune_bench.py --out bench/logs/prune_bench.jsonl
 
 The dense checkpoint (``--ckpt``, sturdynet checkpoint format, loads with
 ``weights_only=True``) is reused when present, so other benchmarks can start from it.
@@ -31,7 +31,7 @@ from sturdynet.storage import compression_facts
 from sturdynet.train import TrainConfig, evaluate_accuracy, fit
 from sturdynet.train.checkpoint import arch_of, load_checkpoint, save_checkpoint
 
-DATA = "/work/shared/datasets/cifar10-jpeg.tar.gz"
+DATA = str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz")
 
 
 def load_data(n_train: int, n_val: int, n_test: int, seed: int):
@@ -48,8 +48,8 @@ def log(path: Path, row: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="/work/logs/prune_bench.jsonl")
-    ap.add_argument("--ckpt", default="/work/logs/ckpt/resnet20_c10_10k_dense.pt")
+    ap.add_argument("--out", default="bench/logs/prune_bench.jsonl")
+    ap.add_argument("--ckpt", default="bench/logs/ckpt/resnet20_c10_10k_dense.pt")
     ap.add_argument("--train", type=int, default=10000)
     ap.add_argument("--val", type=int, default=1000)
     ap.add_argument("--test", type=int, default=10000)

@@ -38,7 +38,7 @@ from sturdynet.train.checkpoint import arch_of, load_checkpoint, save_checkpoint
 from sturdynet.train.config import TrainConfig
 from sturdynet.train.loop import evaluate_accuracy, fit, make_optimizer
 
-CIFAR = "/work/shared/datasets/cifar10-jpeg.tar.gz"
+CIFAR = str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz")
 VARIANTS = [
     ("float", []),
     ("int8 (PTQ, w8a8)", [{"method": "quant.uniform", "bits": 8, "act_bits": 8, "mode": "ptq"}]),
@@ -81,8 +81,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--ckpt", default="/work/logs/ckpt/resnet20_cifar10k_base.pt")
-    ap.add_argument("--out", default="/work/logs/quant_bench.json")
+    ap.add_argument("--ckpt", default="bench/logs/ckpt/resnet20_cifar10k_base.pt")
+    ap.add_argument("--out", default="bench/logs/quant_bench.json")
     ap.add_argument("--only", default=None, help="comma-separated row indices")
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -16,7 +16,7 @@ sparsity, total training epochs and wall time, one JSON line per row as it finis
 
 Usage (from the repository root, through the CPU slot)::
 
-    /work/bench-slot python bench/sparse_bench.py --sparsities 0.9 --out /work/logs/sparse_bench.jsonl
+    OMP_NUM_THREADS=1 python bench/sparse_bench.py --sparsities 0.9 --out bench/logs/sparse_bench.jsonl
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from sturdynet.registry import DATASETS, METHODS
 from sturdynet.storage import compression_facts
 from sturdynet.train import TrainConfig, evaluate_accuracy, fit
 
-DATA = "/work/shared/datasets/cifar10-jpeg.tar.gz"
+DATA = str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz")
 
 
 def log(path: Path, row: dict) -> None:
@@ -47,7 +47,7 @@ def log(path: Path, row: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="/work/logs/sparse_bench.jsonl")
+    ap.add_argument("--out", default="bench/logs/sparse_bench.jsonl")
     ap.add_argument("--train", type=int, default=3000)
     ap.add_argument("--val", type=int, default=500)
     ap.add_argument("--test", type=int, default=5000)

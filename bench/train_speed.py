@@ -6,7 +6,7 @@ Prints one JSON line per epoch (seconds, train loss/accuracy, test accuracy) and
 final summary line; ``--out`` also writes the summary as JSON.
 
 Example (one CPU thread, in a benchmark slot):
-    /work/bench-slot python bench/train_speed.py --epochs 10 --out /work/logs/train_speed.json
+    OMP_NUM_THREADS=1 python bench/train_speed.py --epochs 10 --out bench/logs/train_speed.json
 """
 from __future__ import annotations
 
