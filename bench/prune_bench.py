@@ -31,19 +31,13 @@ from sturdynet.storage import compression_facts
 from sturdynet.train import TrainConfig, evaluate_accuracy, fit
 from sturdynet.train.checkpoint import arch_of, load_checkpoint, save_checkpoint
 
-DATA = str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz")
+from common import CIFAR as DATA, log  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
 def load_data(n_train: int, n_val: int, n_test: int, seed: int):
     spec = {"path": DATA, "augment": "crop_flip", "subset": {"train": n_train, "val": n_val, "test": n_test}}
     params = from_dict(DATASETS.params("imagefolder"), spec, "data")
     return DATASETS.get("imagefolder")(params, seed), Component("imagefolder", params)
-
-
-def log(path: Path, row: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(json.dumps(row), flush=True)
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ Usage (from the repository root, through the CPU slot)::
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -36,13 +35,7 @@ from sturdynet.registry import DATASETS, METHODS
 from sturdynet.storage import compression_facts
 from sturdynet.train import TrainConfig, evaluate_accuracy, fit
 
-DATA = str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz")
-
-
-def log(path: Path, row: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(json.dumps(row), flush=True)
+from common import CIFAR as DATA, log  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
 def main() -> None:
