@@ -150,3 +150,52 @@ def test_apgd_t_and_autoattack_at_least_as_strong_as_apgd_ce(trained_cnn, digits
     assert float(res.robust.float().mean()) <= ce + 1e-6
     assert acc(res.x_adv) == pytest.approx(float(res.robust.float().mean()))
     assert [m.label for m in res.members] == ["apgd-ce", "apgd-t", "square"]
+
+
+class CountingModel(nn.Module):
+    """Wraps a model and counts the samples it is called on (in eval mode, like the model)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.samples = 0
+        self.eval()
+
+    def forward(self, x):
+        self.samples += x.shape[0]
+        return self.inner(x)
+
+
+def test_pgd_costs_exactly_steps_passes_and_falls_back_to_the_last_iterate(trained_cnn, digits):
+    """Without restarts PGD runs ``steps`` forward passes per sample, no more; a sample
+    that no judged iterate fools gets the last iterate of a plain PGD loop."""
+    x, y = digits.test.x[:64], digits.test.y[:64]
+    eps, alpha, steps = 0.08, 0.02, 6
+    model = CountingModel(trained_cnn)
+    adv = create_attack("pgd", model, eps=eps, steps=steps, alpha=alpha, seed=5)(x, y)
+    assert model.samples == steps * x.shape[0]
+    # the same loop by hand: same random start (the attack's seeded generator), same projection
+    g = torch.Generator().manual_seed(5)
+    xa = (x + (2 * torch.rand(x.shape, generator=g) - 1) * eps).clamp(0, 1)
+    fooled_early = torch.zeros(x.shape[0], dtype=torch.bool)
+    for _ in range(steps):
+        xa = xa.detach().requires_grad_(True)
+        logits = trained_cnn(xa)
+        fooled_early |= logits.argmax(1) != y
+        grad, = torch.autograd.grad(nn.functional.cross_entropy(logits, y, reduction="sum"), xa)
+        xa = (x + (xa.detach() + alpha * grad.sign() - x).clamp(-eps, eps)).clamp(0, 1)
+    assert 0 < int(fooled_early.sum()) < x.shape[0]
+    assert torch.equal(adv[~fooled_early], xa[~fooled_early])
+    with torch.no_grad():
+        assert bool((trained_cnn(adv[fooled_early]).argmax(1) != y[fooled_early]).all())
+
+
+def test_pgd_restarts_judge_the_last_iterate(trained_cnn, digits):
+    """With restarts the last iterate is judged once per restart on the samples not yet fooled."""
+    x, y = digits.test.x[:64], digits.test.y[:64]
+    model = CountingModel(trained_cnn)
+    create_attack("pgd", model, eps=0.08, steps=4, restarts=2, seed=1)(x, y)
+    one = CountingModel(trained_cnn)
+    create_attack("pgd", one, eps=0.08, steps=4, restarts=1, seed=1)(x, y)
+    assert one.samples == 4 * 64
+    assert 4 * 64 < model.samples <= 2 * 5 * 64

@@ -2,7 +2,7 @@
 
 torchattacks' PGD returns the last iterate while ours keeps each sample's best, so PGD
 must be at least as strong (ours <= theirs + 1%); FGSM is deterministic and must agree
-within 1%; APGD (same algorithm, different random draws) within 1%.
+within 1%; APGD (same algorithm, different random draws) within 1% on the mean over three seeds.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ torchattacks = pytest.importorskip("torchattacks")
 @pytest.fixture(scope="module")
 def trained():
     data = load_digits(DigitsParams(), seed=0)
+    torch.manual_seed(0)  # the model's initial weights must not depend on which tests ran before
     model = build_model("mlp", 1, 10, (8, 8), data.mean, data.std)
     fit(model, data, TrainConfig(epochs=10, lr=0.05), seed=0)
     model.eval()
@@ -56,16 +57,23 @@ def test_pgd_at_least_as_strong(trained, eps, steps):
     assert abs(ours - theirs) <= 0.03, (ours, theirs)  # same algorithm: close, not just stronger
 
 
+SEEDS = (0, 1, 2)  # one APGD run differs by ~1% between random draws; the mean over three agrees
+
+
+def mean_acc(model, make, x, y, clean) -> float:
+    return sum(robust_acc(model, make(s)(x, y), y, clean) for s in SEEDS) / len(SEEDS)
+
+
 @pytest.mark.parametrize("eps,loss", [(0.1, "ce"), (0.15, "ce"), (0.1, "dlr")])
 def test_apgd_matches(trained, eps, loss):
     model, x, y, clean = trained
-    ours = robust_acc(model, create_attack("apgd", model, eps=eps, steps=50, loss=loss)(x, y), y, clean)
-    theirs = robust_acc(model, torchattacks.APGD(model, eps=eps, steps=50, loss=loss)(x, y), y, clean)
+    ours = mean_acc(model, lambda s: create_attack("apgd", model, eps=eps, steps=50, loss=loss, seed=s), x, y, clean)
+    theirs = mean_acc(model, lambda s: torchattacks.APGD(model, eps=eps, steps=50, loss=loss, seed=s), x, y, clean)
     assert abs(ours - theirs) <= 0.01, (ours, theirs)
 
 
 def test_apgd_l2_matches(trained):
     model, x, y, clean = trained
-    ours = robust_acc(model, create_attack("apgd", model, eps=1.0, norm="l2", steps=50)(x, y), y, clean)
-    theirs = robust_acc(model, torchattacks.APGD(model, norm="L2", eps=1.0, steps=50)(x, y), y, clean)
+    ours = mean_acc(model, lambda s: create_attack("apgd", model, eps=1.0, norm="l2", steps=50, seed=s), x, y, clean)
+    theirs = mean_acc(model, lambda s: torchattacks.APGD(model, norm="L2", eps=1.0, steps=50, seed=s), x, y, clean)
     assert abs(ours - theirs) <= 0.01, (ours, theirs)

@@ -7,9 +7,19 @@ uniformly random direction scaled to a radius drawn uniformly from [0, eps], tak
 
 Unlike the last-iterate implementations of common libraries, each sample keeps its
 best iterate over all steps and restarts: a misclassified one (targeted: one
-classified as the target) when there is one, otherwise the one with the highest
-loss. With a fixed ``alpha`` and seed, more steps can therefore never make the attack
-weaker. Restarts after the first run only on the samples not yet fooled.
+classified as the target; among several, the one with the highest loss) when there
+is one. A sample that no evaluated iterate fools gets the last iterate, which
+has taken every step; with ``restarts > 1``, the last iterate of the restart that
+ended with the highest loss. With a fixed ``alpha`` and seed the trajectory does not
+depend on ``steps``, so more steps can never make the attack weaker: a sample fooled
+by some iterate with fewer steps is fooled by the same iterate with more.
+
+Cost: exactly ``steps`` forward+backward passes per restart, as a last-iterate PGD.
+The iterates x_0 .. x_{steps-1} are judged by the forward pass their gradient needs
+anyway; the last iterate is returned unjudged, since it is the fallback whether or
+not it fools the model (the caller evaluates the result in any case). Only restarts
+need it judged (which samples to restart, which restart to keep), and then one
+forward pass on the samples not yet fooled is spent per restart.
 """
 from __future__ import annotations
 
@@ -62,46 +72,47 @@ class PGD(Attack):
             return x_adv + self.alpha * grad.sign()
         return x_adv + self.alpha * unit(grad)
 
-    def _run(self, x: Tensor, y: Tensor, target: Optional[Tensor]):
-        """One restart: returns (best iterate, its loss, its success) per sample."""
+    def _run(self, x: Tensor, y: Tensor, target: Optional[Tensor], judge_last: bool):
+        """One restart: returns (chosen iterate, its loss, its success) per sample.
+
+        With ``judge_last`` False the loss and success of samples left on the last
+        iterate are not computed (-inf and False).
+        """
         loss_fn = self.ce(y, target)
+        n = x.shape[0]
         best = x.clone()
-        best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device)
-        best_succ = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-
-        def keep(cand: Tensor, loss: Tensor, succ: Tensor) -> None:
-            nonlocal best, best_loss, best_succ
-            better = (succ & ~best_succ) | ((succ == best_succ) & (loss > best_loss))
-            best = torch.where(better.view(-1, 1, 1, 1), cand, best)
-            best_loss = torch.where(better, loss, best_loss)
-            best_succ = best_succ | succ
-
+        best_loss = torch.full((n,), -float("inf"), device=x.device)
+        best_succ = torch.zeros(n, dtype=torch.bool, device=x.device)
         x_adv = self._start(x)
         for _ in range(self.steps):
             loss, grad, logits = self.loss_and_grad(x_adv, loss_fn)
-            keep(x_adv, loss, self.success(logits, y, target))
+            succ = self.success(logits, y, target)
+            better = succ & (~best_succ | (loss > best_loss))
+            best = torch.where(better.view(-1, *([1] * (x.dim() - 1))), x_adv, best)
+            best_loss = torch.where(better, loss, best_loss)
+            best_succ = best_succ | succ
             x_adv = to_ball(x, self._step(x_adv, grad), self.eps, self.norm).detach()
-        # The last iterate still needs a forward pass; samples already fooled skip it
-        # (a -inf loss and no success can never replace their best).
-        todo = (~best_succ).nonzero().flatten()
-        if todo.numel():
-            t = None if target is None else target[todo]
-            with torch.no_grad():
-                logits = self.model(x_adv[todo])
-            loss = torch.full_like(best_loss, -float("inf"))
-            succ = torch.zeros_like(best_succ)
-            loss[todo] = self.ce(y[todo], t)(logits)
-            succ[todo] = self.success(logits, y[todo], t)
-            keep(x_adv, loss, succ)
+        rest = ~best_succ
+        best[rest] = x_adv[rest]
+        if judge_last:
+            todo = rest.nonzero().flatten()
+            if todo.numel():
+                t = None if target is None else target[todo]
+                with torch.no_grad():
+                    logits = self.model(x_adv[todo])
+                best_loss[todo] = self.ce(y[todo], t)(logits)
+                best_succ[todo] = self.success(logits, y[todo], t)
         return best, best_loss, best_succ
 
     def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
-        best, best_loss, best_succ = self._run(x, y, target)
+        judge = self.restarts > 1
+        best, best_loss, best_succ = self._run(x, y, target, judge_last=judge)
         for _ in range(self.restarts - 1):
             todo = (~best_succ).nonzero().flatten()
             if todo.numel() == 0:
                 break
-            b, bl, bs = self._run(x[todo], y[todo], None if target is None else target[todo])
+            b, bl, bs = self._run(x[todo], y[todo], None if target is None else target[todo],
+                                  judge_last=judge)
             better = bs | (bl > best_loss[todo])
             idx = todo[better]
             best[idx] = b[better]

@@ -4,7 +4,7 @@ Each training batch is replaced by L-inf PGD examples (random start in the eps-b
 ``steps`` signed-gradient steps of size ``alpha``, default 2.5 * eps / steps) and the
 model is trained on the cross-entropy of those examples. Deviation: the examples come
 from sturdynet's PGD, which keeps each sample's best iterate rather than the last one
-(never weaker; one extra forward pass per batch).
+(never weaker, at the same cost of ``steps`` forward+backward passes).
 """
 from __future__ import annotations
 
