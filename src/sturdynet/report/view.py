@@ -95,11 +95,12 @@ class RunView:
 
     @property
     def attack_ids(self) -> List[str]:
-        """Checks that enter the robust minimum: all non-clean checks except those whose
-        metrics say ``kind: fault`` (bit flips and bit errors report accuracy after a
-        number of faults, not robustness to adversarial inputs)."""
+        """Checks that enter the robust minimum: the input-attack checks. A check whose
+        metrics carry a ``kind`` (``fault``: accuracy after a number of bit flips or bit
+        errors; ``corruption``, ``backdoor``, ``certified``: other threat models) reports
+        something other than robustness to adversarial inputs and keeps its own column."""
         return [c for c in self.other_ids
-                if not any((self.metrics(v).get(c) or {}).get("kind") == "fault" for v in self.variants)]
+                if not any((self.metrics(v).get(c) or {}).get("kind") for v in self.variants)]
 
     def curve_ids(self) -> List[str]:
         return [c for c in self.check_ids if any(self.metrics(v).get(c, {}).get("curve") for v in self.ok_variants)]
