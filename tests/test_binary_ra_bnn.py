@@ -147,3 +147,25 @@ def test_prepare_with_widths_and_model_must_be_growable():
     assert RABNNGrow().prepare(m, RABNNParams(widths=(3, 5, 7))).widths == (3, 5, 7)
     with pytest.raises(ValueError, match="growable"):
         RABNNGrow().apply(build_model("small_cnn", 1, 4, (8, 8)), RABNNParams(), _ctx(_data()))
+
+
+def test_fixed_widths_build_exactly_those_widths():
+    """``widths`` wider and narrower than the base: the asked widths, base weights in the first channels."""
+    torch.manual_seed(0)
+    base = build_model("bireal_resnet20", 1, 4, (8, 8), width=2)
+    ctx = CompressContext(train=TrainConfig(epochs=1), seed=0, fit=lambda m, c, **kw: [])
+    grown = RABNNGrow().apply(base, RABNNParams(widths=(3, 5, 7), retrain_epochs=0), ctx)
+    assert grown.widths == (3, 5, 7)  # base (2, 4, 8)
+    torch.testing.assert_close(grown.stem.weight[:2], base.stem.weight)
+    torch.testing.assert_close(grown.fc.weight, base.fc.weight[:, :7])
+
+
+def test_prepare_for_state_reads_the_grown_widths_from_shapes():
+    base = build_model("binary_vgg_small", 1, 4, (8, 8), width=2)
+    grown = base.rebuild((3, 2, 5, 4, 8, 9))
+    shapes = {k: torch.empty(v.shape, device="meta") for k, v in grown.state_dict().items()}
+    shell = RABNNGrow().prepare_for_state(base, RABNNParams(), shapes)
+    assert shell.widths == (3, 2, 5, 4, 8, 9) and base.widths == (2, 2, 4, 4, 8, 8)
+    shell.load_state_dict(grown.state_dict())
+    with pytest.raises(ValueError, match="stored tensors have widths"):
+        RABNNGrow().prepare_for_state(base, RABNNParams(widths=(2, 2, 4, 4, 8, 8)), shapes)

@@ -25,7 +25,9 @@ within byte rounding per tensor):
 - batch-norm's ``num_batches_tracked`` (a training counter) is not stored.
 
 Loading rebuilds the structure from ``arch`` (``build_model`` +
-``run_steps(structure_only=True)``), fills float tensors first, then decodes the packed
+``run_steps(structure_only=True)`` with the stored shapes, so structures decided in
+training — RA-BNN's grown widths, global structured pruning's channel counts — come
+back as a checkpoint's do), fills float tensors first, then decodes the packed
 ones with their (now loaded) quantizers, whose export protocol
 (:class:`sturdynet.quant.base.Quantizer`) guarantees that the deployed values — hence
 the outputs — equal the exported model's bit for bit.
@@ -165,6 +167,16 @@ def _slice(payload: Tensor, rng: List[int]) -> Tensor:
     return payload[start:start + n]
 
 
+def _shapes(entries: List[Dict[str, Any]]) -> Dict[str, Tensor]:
+    """A shape-only state_dict of the stored tensors (``meta`` tensors: no memory, no data).
+
+    Methods whose structure only the weights tell (``prepare_for_state``: widths grown by
+    RA-BNN, channels kept by global structured pruning) read it from the shapes, exactly
+    as they do from a checkpoint's state_dict.
+    """
+    return {e["name"]: torch.empty(tuple(e["shape"]), device="meta") for e in entries}
+
+
 def load_packed(path: Union[str, Path]) -> Tuple[nn.Module, Dict[str, Any]]:
     """Load a packed file; returns (model in eval mode, blob).
 
@@ -175,7 +187,7 @@ def load_packed(path: Union[str, Path]) -> Tuple[nn.Module, Dict[str, Any]]:
     from ..train.checkpoint import build_from_arch
 
     blob = read_packed(path)
-    model = build_from_arch(blob["arch"])
+    model = build_from_arch(blob["arch"], _shapes(blob["entries"]))
     targets = {key: (m, name, t) for key, m, name, t in stored_tensors(model)}
     names = [e["name"] for e in blob["entries"]]
     missing, extra = sorted(set(targets) - set(names)), sorted(set(names) - set(targets))

@@ -36,7 +36,8 @@ def arch_of(model_spec: Component, data: Any, steps: Sequence[Component] = (),
 
 def build_from_arch(arch: Dict[str, Any], state_dict: Optional[Dict[str, Any]] = None) -> nn.Module:
     """Rebuild the (untrained) model structure described by :func:`arch_of`; methods whose
-    structure depends on the weights read it from ``state_dict``."""
+    structure depends on the weights read it from ``state_dict`` (their shapes only: a
+    packed export passes ``meta`` tensors)."""
     from .. import plugins  # noqa: F401
     from ..compress import run_steps
     from ..models.common import build_model

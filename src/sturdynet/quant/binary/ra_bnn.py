@@ -27,17 +27,19 @@ whole residual streams, a Bi-Real ResNet grows per stage (its convs share the st
 channels through the real-valued shortcuts).
 
 The grown widths are decided by training: they are logged as
-``ctx.log["ra_bnn"]["grown_widths"]``, and a checkpoint of the grown model loads into
-the structure ``prepare`` returns (the base model), because binary models adopt the
-widths of the state_dict they load. ``widths: [...]`` skips growing and builds (and
-retrains) exactly that architecture.
+``ctx.log["ra_bnn"]["grown_widths"]`` and read back from the stored tensors' shapes by
+``prepare_for_state`` (checkpoints pass their state_dict, packed exports a shape-only
+one), so the structure is rebuilt at the grown widths before any later step (masks,
+quantizers) is prepared on it. ``prepare`` alone returns the base model, which still
+adopts a grown state_dict's widths in ``load_state_dict``. ``widths: [...]`` skips
+growing and builds (and retrains) exactly that architecture.
 """
 from __future__ import annotations
 
 import copy
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Dict, List, Literal, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -210,6 +212,16 @@ class RABNNGrow(CompressionMethod):
             return copy.deepcopy(model)
         return model.rebuild(params.widths).to(_device(model))
 
+    def prepare_for_state(self, model: nn.Module, params: RABNNParams, state_dict: Mapping[str, Tensor]) -> nn.Module:
+        """The grown structure: the group widths the state_dict's tensors have (only their
+        shapes are read, so a shape-only ``meta`` state_dict works)."""
+        _check_growable(model)
+        widths = model.widths_of(state_dict)
+        if params.widths is not None and tuple(params.widths) != widths:
+            raise ValueError(f"ra_bnn.grow: widths {list(params.widths)} were asked for, but the stored "
+                             f"tensors have widths {list(widths)}")
+        return model.rebuild(widths).to(_device(model))
+
     def grow(self, model: nn.Module, params: RABNNParams, ctx: CompressContext) -> Tuple[nn.Module, dict]:
         """Stage 1: train a widened, gated copy; returns (candidate without gates, log)."""
         base_w = tuple(model.widths)
@@ -245,11 +257,12 @@ class RABNNGrow(CompressionMethod):
             src, info = self.grow(model, params, ctx)
             kept = info.pop("kept")
             log.update(info)
-        else:
+            widths = [max(1, int(k.numel())) for k in kept]
+            kept = [k if k.numel() else torch.zeros(1, dtype=torch.long) for k in kept]
+        else:  # the asked widths; the first min(base, asked) channels inherit the base weights
             src = model
-            kept = [torch.arange(min(a, b)) for a, b in zip(model.widths, params.widths)]
-        widths = [max(1, int(k.numel())) for k in kept]
-        kept = [k if k.numel() else torch.zeros(1, dtype=torch.long) for k in kept]
+            widths = list(params.widths)
+            kept = [torch.arange(min(a, b)) for a, b in zip(model.widths, widths)]
         torch.manual_seed(ctx.seed)
         grown = model.rebuild(widths).to(_device(model))
         if params.retrain_init == "inherit":
