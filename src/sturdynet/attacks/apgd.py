@@ -184,8 +184,7 @@ class APGDT(APGD):
         self.n_target_classes = n_target_classes
 
     def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
-        with torch.no_grad():
-            logits = self.model(x)
+        logits = self.logits(x)
         n_cls = logits.shape[1]
         ranked = logits.scatter(1, y[:, None], -float("inf")).argsort(1, descending=True)
         out = x.clone()

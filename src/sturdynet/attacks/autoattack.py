@@ -182,7 +182,8 @@ class AutoAttack(Attack):
             t0 = time.perf_counter()
             if idx.numel() and self.eps > 0:
                 atk = ATTACKS.get(m.attack)(self.model, eps=self.eps, norm=self.norm, grad_mode=m.grad_mode,
-                                            batch_size=self.batch_size, seed=self.seed, **m.kwargs)
+                                            batch_size=self.batch_size, seed=self.seed, eot_iter=self.eot_iter,
+                                            **m.kwargs)
                 adv = atk(xc[idx], yc[idx]).cpu()
                 hit = _predict(self.model, adv, self.batch_size, dev) != yc[idx]
                 fooled[idx[hit]] = True

@@ -6,6 +6,12 @@ are taken with ``torch.autograd.grad`` on the input only), moves work to the mod
 device, runs in batches, switches the model's gradient estimators when ``grad_mode``
 is given (the forward pass stays the deployed one), and checks that the result lies
 in the eps-ball and in [0, 1].
+
+Models with a random forward pass (randomised defences) are attacked with expectation
+over transformation (EOT, Athalye et al., arXiv 1707.07397 and 1802.00420): with
+``eot_iter = k`` every gradient is the mean of the per-sample loss gradients over ``k``
+forward+backward passes, the loss is the mean loss, and the logits used to judge
+success are the mean logits (the expected prediction).
 """
 from __future__ import annotations
 
@@ -101,6 +107,8 @@ class Attack:
         batch_size: samples per batch.
         seed: seed of the attack's own random generator (each call restarts it, so a
             call is deterministic on a deterministic device).
+        eot_iter: forward(+backward) passes averaged per gradient or score (EOT, for
+            models with a random forward pass); 1 for deterministic models.
     """
 
     name = "attack"
@@ -108,7 +116,7 @@ class Attack:
     supports_targeted = True
 
     def __init__(self, model: nn.Module, *, eps: float, norm: str = "linf", targeted: bool = False,
-                 grad_mode: Optional[str] = None, batch_size: int = 256, seed: int = 0) -> None:
+                 grad_mode: Optional[str] = None, batch_size: int = 256, seed: int = 0, eot_iter: int = 1) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
         if norm not in self.norms:
@@ -119,6 +127,8 @@ class Attack:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if grad_mode is not None and grad_mode not in GRAD_MODES:
             raise ValueError(f"grad_mode must be one of {', '.join(GRAD_MODES)} or None, got {grad_mode!r}")
+        if not isinstance(eot_iter, int) or eot_iter < 1:
+            raise ValueError(f"eot_iter must be an integer >= 1, got {eot_iter!r}")
         if targeted and not self.supports_targeted:
             raise ValueError(f"{self.name} has no targeted mode")
         self.model = model
@@ -128,6 +138,7 @@ class Attack:
         self.grad_mode = grad_mode
         self.batch_size = batch_size
         self.seed = seed
+        self.eot_iter = eot_iter
         self.generator: Optional[torch.Generator] = None
 
     # -- to implement -------------------------------------------------------------
@@ -162,18 +173,48 @@ class Attack:
         The gradient of the summed loss is taken w.r.t. ``x`` alone, so the model's
         parameters' ``.grad`` are never written. When the output does not depend on
         ``x`` through differentiable operations (e.g. true gradients through a sign
-        activation), the gradient is exactly zero.
+        activation), the gradient is exactly zero. With ``eot_iter > 1`` all three are
+        means over that many passes.
         """
         x = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            logits = self.model(x)
-            loss = fn(logits)
-            grad = None
-            if loss.requires_grad:
-                grad, = torch.autograd.grad(loss.sum(), x, allow_unused=True)
-        if grad is None:
-            grad = torch.zeros_like(x)
-        return loss.detach(), grad.detach(), logits.detach()
+
+        def closure(inp: Tensor) -> Tuple[Tensor, Tensor]:
+            logits = self.model(inp)
+            return fn(logits), logits
+
+        return self.eot_grad(x, closure)
+
+    def eot_grad(self, inp: Tensor, closure: Callable[[Tensor], Tuple[Tensor, Tensor]]
+                 ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Mean over ``eot_iter`` passes of ``closure(inp) -> (per-sample loss, logits)``:
+        returns (loss, gradient of the summed loss w.r.t. ``inp``, logits), detached.
+        ``inp`` must require grad; a loss that does not depend on it gives a zero gradient."""
+        loss_sum = grad_sum = logit_sum = None
+        for _ in range(self.eot_iter):
+            with torch.enable_grad():
+                loss, logits = closure(inp)
+                grad = None
+                if loss.requires_grad:
+                    grad, = torch.autograd.grad(loss.sum(), inp, allow_unused=True)
+            if grad is None:
+                grad = torch.zeros_like(inp)
+            loss, logits = loss.detach(), logits.detach()
+            if loss_sum is None:
+                loss_sum, grad_sum, logit_sum = loss, grad, logits
+            else:
+                loss_sum, grad_sum, logit_sum = loss_sum + loss, grad_sum + grad, logit_sum + logits
+        if self.eot_iter == 1:
+            return loss_sum, grad_sum, logit_sum
+        k = float(self.eot_iter)
+        return loss_sum / k, grad_sum / k, logit_sum / k
+
+    @torch.no_grad()
+    def logits(self, x: Tensor) -> Tensor:
+        """The model's logits, averaged over ``eot_iter`` forward passes."""
+        out = self.model(x)
+        for _ in range(self.eot_iter - 1):
+            out = out + self.model(x)
+        return out / self.eot_iter if self.eot_iter > 1 else out
 
     def ce(self, y: Tensor, target: Optional[Tensor]) -> Callable[[Tensor], Tensor]:
         """Cross-entropy to increase: on the true label, or minus CE on the target."""

@@ -16,7 +16,7 @@ found), from which accuracy at any radius can be read off without re-running.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -73,30 +73,35 @@ class CW(Attack):
         best_l2 = torch.full((n,), float("inf"), device=dev)
         best_adv = x.clone()
         check_every = max(self.steps // 10, 1)
+
+        def closure(w_: Tensor) -> Tuple[Tensor, Tensor]:
+            """Per-sample CW loss at the current constants ``c`` (read when called), and the logits."""
+            adv_ = (torch.tanh(w_) + 1) / 2
+            z = self.model(adv_)
+            dist = (adv_ - x).pow(2).flatten(1).sum(1)
+            return dist + c * self._margin(z, y, target).clamp_min(-self.kappa), z
+
         for _ in range(self.binary_steps):
             w = w0.clone().requires_grad_(True)
             opt = torch.optim.Adam([w], lr=self.lr)
             found = torch.zeros(n, dtype=torch.bool, device=dev)
             prev = float("inf")
             for it in range(self.steps):
-                with torch.enable_grad():
+                loss, grad, logits = self.eot_grad(w, closure)  # the mean over eot_iter passes
+                with torch.no_grad():
                     adv = (torch.tanh(w) + 1) / 2
-                    logits = self.model(adv)
                     l2sq = (adv - x).pow(2).flatten(1).sum(1)
                     m = self._margin(logits, y, target)
-                    loss = l2sq + c * m.clamp_min(-self.kappa)
-                    grad, = torch.autograd.grad(loss.sum(), w)
-                with torch.no_grad():
-                    succ = m.detach() < -self.kappa if self.kappa > 0 else self._reached(logits, y, target)
-                    l2 = l2sq.detach().sqrt()
+                    succ = m < -self.kappa if self.kappa > 0 else self._reached(logits, y, target)
+                    l2 = l2sq.sqrt()
                     better = succ & (l2 < best_l2)
                     best_l2 = torch.where(better, l2, best_l2)
-                    best_adv = torch.where(better.view(-1, 1, 1, 1), adv.detach(), best_adv)
+                    best_adv = torch.where(better.view(-1, 1, 1, 1), adv, best_adv)
                     found |= succ
                 w.grad = grad
                 opt.step()
                 if self.abort_early and it % check_every == 0:
-                    total = float(loss.detach().sum())
+                    total = float(loss.sum())
                     if total > prev * 0.9999:
                         break
                     prev = total

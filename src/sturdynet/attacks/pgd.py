@@ -98,8 +98,7 @@ class PGD(Attack):
             todo = rest.nonzero().flatten()
             if todo.numel():
                 t = None if target is None else target[todo]
-                with torch.no_grad():
-                    logits = self.model(x_adv[todo])
+                logits = self.logits(x_adv[todo])
                 best_loss[todo] = self.ce(y[todo], t)(logits)
                 best_succ[todo] = self.success(logits, y[todo], t)
         return best, best_loss, best_succ

@@ -90,7 +90,7 @@ class Square(Attack):
     @torch.no_grad()
     def _score(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
         """(margin, loss): margin <= 0 means success; the search minimises loss."""
-        z = self.model(x)
+        z = self.logits(x)
         if self.targeted:
             m = -margin(z, target)
             return m, F.cross_entropy(z, target, reduction="none")

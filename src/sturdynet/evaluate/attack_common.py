@@ -31,6 +31,8 @@ class AttackParams(SampleParams):
     ``grad_mode: auto`` attacks models with gradient estimators (quantized, binarized)
     through their straight-through estimator, float models with true gradients.
     ``tolerance`` is the accuracy gap (a fraction) above which a masking flag is raised.
+    ``eot_iter > 1`` attacks with expectation over transformation (gradients and scores
+    averaged over that many passes), for models with a random forward pass.
     """
 
     eps: Union[float, Tuple[float, ...]] = rng(0, None, default=8 / 255)
@@ -39,6 +41,7 @@ class AttackParams(SampleParams):
     samples: Optional[int] = rng(1, None, default=1000)
     masking_checks: bool = True
     tolerance: float = rng(0, 1, default=0.02)
+    eot_iter: int = rng(1, None, default=1)
 
 
 def eps_list(eps) -> Tuple[float, ...]:
@@ -95,7 +98,7 @@ def finish(model: nn.Module, split: Split, params: AttackParams, ctx: CheckConte
                                                  params.batch_size)
             metrics.update(zm)
             flags += zf
-        flags += masking.random_forward_flags(model, split.x)
+        flags += masking.random_forward_flags(model, split.x, params.eot_iter)
         flags += masking.curve_flags(curve, params.tolerance)
         flags += masking.compare_flags(metrics, {k: v for k, v in ctx.results.items()}, params.tolerance)
     metrics["flags"] = masking.dedupe(flags)

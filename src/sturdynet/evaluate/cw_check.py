@@ -43,7 +43,7 @@ def cw_check(model, data, params: CWParams, ctx: CheckContext) -> dict:
     if idx.numel():
         atk = create_attack("cw", model, eps=float("inf"), steps=params.steps, binary_steps=params.binary_steps,
                             c_init=params.c_init, kappa=params.kappa, lr=params.lr, grad_mode=mode,
-                            batch_size=params.batch_size, seed=ctx.seed)
+                            batch_size=params.batch_size, seed=ctx.seed, eot_iter=params.eot_iter)
         x_adv = atk(split.x[idx], split.y[idx])
         fooled = ~correct_mask(model, x_adv, split.y[idx], params.batch_size)
         found = atk.min_norms.clone()

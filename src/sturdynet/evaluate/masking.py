@@ -106,12 +106,17 @@ def zero_gradient_flags(model: nn.Module, x: Tensor, y: Tensor, used_mode: str, 
     return metrics, flags
 
 
-def random_forward_flags(model: nn.Module, x: Tensor) -> List[str]:
-    """The flag for a randomised forward pass."""
-    if forward_is_random(model, x):
-        return ["random_forward: two forward passes on the same input differ: randomness can give obfuscated "
-                "gradients; attack with expectation over transformation (EOT) before trusting robust accuracy"]
-    return []
+def random_forward_flags(model: nn.Module, x: Tensor, eot_iter: int = 1) -> List[str]:
+    """The flag for a randomised forward pass (worded by whether the check used EOT)."""
+    if not forward_is_random(model, x):
+        return []
+    if eot_iter > 1:
+        return [f"random_forward: two forward passes on the same input differ; this check attacked with "
+                f"expectation over transformation (EOT) over {eot_iter} passes, and its accuracy is one random "
+                "draw of the model's predictions"]
+    return ["random_forward: two forward passes on the same input differ: randomness can give obfuscated "
+            "gradients; attack with expectation over transformation (set eot_iter, e.g. 20) before trusting "
+            "robust accuracy"]
 
 
 def curve_flags(curve: Sequence[dict], tolerance: float) -> List[str]:

@@ -52,7 +52,7 @@ def _gradient_check(name: str, model, data, params: AttackParams, ctx: CheckCont
 
     def make(eps: float):
         return create_attack(attack, model, eps=eps, norm=params.norm, grad_mode=mode,
-                             batch_size=params.batch_size, seed=ctx.seed, **attack_kw)
+                             batch_size=params.batch_size, seed=ctx.seed, eot_iter=params.eot_iter, **attack_kw)
 
     clean, robust, curve = run_curve(model, split, eps_list(params.eps), make, params.batch_size)
     return finish(model, split, params, ctx, attack=name, clean=clean, robust=robust, curve=curve, grad_mode=mode)
@@ -89,7 +89,7 @@ def square_check(model, data, params: SquareParams, ctx: CheckContext) -> dict:
     def make(eps: float):
         return create_attack("square", model, eps=eps, norm=params.norm, n_queries=params.n_queries,
                              p_init=params.p_init, restarts=params.restarts, batch_size=params.batch_size,
-                             seed=ctx.seed)
+                             seed=ctx.seed, eot_iter=params.eot_iter)
 
     clean, robust, curve = run_curve(model, split, eps_list(params.eps), make, params.batch_size)
     return finish(model, split, params, ctx, attack="square", clean=clean, robust=robust, curve=curve,

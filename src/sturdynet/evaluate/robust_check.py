@@ -80,7 +80,8 @@ def robust_check(model, data, params: RobustParams, ctx: CheckContext) -> dict:
         ens = AutoAttack(model, eps=eps, norm=params.norm, attacks=params.attacks,
                          grad_modes=params.grad_modes or None, steps=params.steps,
                          n_target_classes=params.n_target_classes, n_queries=params.n_queries,
-                         cascade=params.cascade, batch_size=params.batch_size, seed=ctx.seed)
+                         cascade=params.cascade, batch_size=params.batch_size, seed=ctx.seed,
+                         eot_iter=params.eot_iter)
         res = ens.run(split.x, split.y)
         per = _per_attack(res)
         curve.append({"eps": eps, "accuracy": float(res.robust.float().mean()),
@@ -101,7 +102,7 @@ def robust_check(model, data, params: RobustParams, ctx: CheckContext) -> dict:
                                              params.batch_size)
         metrics.update(zm)
         flags = zf + flags
-        flags += masking.random_forward_flags(model, split.x)
+        flags += masking.random_forward_flags(model, split.x, params.eot_iter)
         flags += masking.curve_flags(curve, params.tolerance)
     metrics["flags"] = masking.dedupe(flags)
     return metrics

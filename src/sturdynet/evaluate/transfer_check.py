@@ -47,7 +47,7 @@ def transfer_check(model, data, params: TransferParams, ctx: CheckContext) -> di
     curve, first, sur_first = [], None, None
     for eps in eps_list(params.eps):
         atk = create_attack(params.attack, sur, eps=eps, norm=params.norm, grad_mode=mode,
-                            batch_size=params.batch_size, seed=ctx.seed, **kw)
+                            batch_size=params.batch_size, seed=ctx.seed, eot_iter=params.eot_iter, **kw)
         x_adv = atk(split.x, split.y)  # crafted once, evaluated on both models
         ok = clean & correct_mask(model, x_adv, split.y, params.batch_size)
         sur_ok = sur_clean & correct_mask(sur, x_adv, split.y, params.batch_size)
