@@ -2,8 +2,9 @@
 
 Every data set loader returns a :class:`DataBundle` built by :func:`make_bundle`, which
 validates shapes and ranges, carves a stratified validation split out of the training
-data, applies the optional ``subset`` sizes and records per-channel mean and std
-(which the model's first layer uses for normalization).
+data, applies the optional ``subset`` sizes, poisons the training split when ``poison``
+asks for it (BadNets, :mod:`.poison`) and records per-channel mean and std (which the
+model's first layer uses for normalization).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..config import rng
+from .poison import PoisonParams, poison_arrays
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class DataParams:
     val_fraction: float = rng(0, 1, "[)", default=0.1)
     subset: Optional[SubsetParams] = None
     augment: Literal["none", "crop_flip", "flip"] = "none"
+    poison: Optional[PoisonParams] = None  # BadNets poisoning of the training split (data/poison.py)
 
 
 @dataclass
@@ -163,10 +166,15 @@ def make_bundle(name: str, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_t
             keep = keep[torch.randperm(keep.numel(), generator=g)]
             return Split(split.x[keep], split.y[keep])
         train, val, test = cut(train, sub.train), cut(val, sub.val), cut(test, sub.test)
+    info = dict(info or {})
+    if getattr(params, "poison", None) is not None:  # the training split only: val and test stay clean
+        px, py, facts = poison_arrays(train.x, train.y, params.poison, len(names), seed)
+        train = Split(px, py)
+        info.update(facts)
     mean = tuple(float(v) for v in train.x.mean(dim=(0, 2, 3)))
     std = tuple(max(float(v), 1e-3) for v in train.x.std(dim=(0, 2, 3)))
     return DataBundle(name=name, train=train, val=val, test=test, num_classes=len(names),
-                      class_names=names, mean=mean, std=std, augment=params.augment, info=dict(info or {}))
+                      class_names=names, mean=mean, std=std, augment=params.augment, info=info)
 
 
 def batches(split: Split, batch_size: int, shuffle: bool = False,
