@@ -89,6 +89,23 @@ def test_binary_model_attack(digits, trained_cnn):
     assert res.flips >= 1 and res.curve[1]["loss"] > res.curve[0]["loss"]
 
 
+def test_ternary_model_attack_crushes_accuracy(digits, trained_cnn):
+    """BFA on the 2-bit TTQ codes alone (float first/last layers not attackable)."""
+    from sturdynet.compress import CompressContext
+    from sturdynet.registry import METHODS
+
+    params = from_dict(METHODS.params("quant.ternary"), {})
+    t = METHODS.get("quant.ternary")().apply(trained_cnn, params, CompressContext(data=digits, seed=0)).eval()
+    held = digits.test.take(200)
+    atk = BitFlipAttack(k_top=10, max_flips=8, view=ViewParams(float_layers="skip"), target_accuracy=0.0)
+    res = atk.run(t, digits.val.x[:128], held, digits.num_classes)
+    assert res.curve[0]["accuracy"] > 0.5  # the ternarized model works before the attack
+    assert res.flips == 8 and res.curve[-1]["accuracy"] < res.curve[0]["accuracy"] - 0.3
+    losses = [p["loss"] for p in res.curve]
+    assert all(b > a for a, b in zip(losses, losses[1:]))
+    assert hamming_distance(deploy(t, atk.view), res.model, atk.view) == 8
+
+
 def test_bad_input():
     with pytest.raises(ValueError):
         BitFlipAttack(k_top=0)

@@ -206,9 +206,72 @@ def test_deploy_reads_every_quantizer_exactly(digits, trained_cnn, name, params,
         assert torch.equal(dep(x), q(x))  # the deployed copy computes exactly what the model computes
 
 
-def test_asymmetric_ternary_is_refused_clearly(digits, trained_cnn):
-    if "quant.ternary" not in METHODS:
-        pytest.skip("quant.ternary not available")
-    q = METHODS.get("quant.ternary")().apply(trained_cnn, from_dict(METHODS.params("quant.ternary"), {}), None)
-    with pytest.raises(ValueError, match="integer multiples"):
-        deploy(q)
+def _ttq_linear(latent, w_p: float = 0.75, w_n: float = 0.5) -> nn.Module:
+    from sturdynet.nn.quant_layers import QuantLinear
+    from sturdynet.quant.ternary import TTQQuantizer
+
+    q = TTQQuantizer(0.05)
+    lin = QuantLinear(len(latent), 1, bias=False, weight_quantizer=q)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([latent]))
+        q.w_p.fill_(w_p)
+        q.w_n.fill_(w_n)
+    return deploy(nn.Sequential(lin))
+
+
+# (code, bit) -> value after the flip, with W_p = 0.75, W_n = 0.5; code 10 = -2 decodes to -2 W_n
+TERNARY_FLIPS = {(1, 0): 0.0, (1, 1): -0.5, (0, 0): 0.75, (0, 1): -1.0,
+                 (-1, 0): -1.0, (-1, 1): 0.75, (-2, 0): -0.5, (-2, 1): 0.0}
+
+
+def test_ternary_view_single_bit_flips_known_answers():
+    dep = _ttq_linear([1.0, 0.0, -1.0, -1.0])
+    view = BitView(dep)
+    assert [(s.kind, s.bits, s.numel) for s in view.sites] == [("ternary", 2, 4)] and view.total_bits == 8
+    view.flip(0, torch.tensor([3]), torch.tensor([0]))  # 11 -> 10: the fourth weight holds the extra code
+    assert view.integers(0).tolist() == [1, 0, -1, -2]
+    assert view.words(0).tolist() == [0b01, 0b00, 0b11, 0b10]
+    w0 = dep[0].weight.detach().clone()
+    assert w0.reshape(-1).tolist() == [0.75, 0.0, -0.5, -1.0]
+    ref = deploy(dep)
+    for e, code in enumerate([1, 0, -1, -2]):
+        for b in range(2):
+            view.flip(0, torch.tensor([e]), torch.tensor([b]))
+            w = dep[0].weight.detach().reshape(-1)
+            assert float(w[e]) == TERNARY_FLIPS[(code, b)], (code, b)
+            assert torch.equal(torch.cat([w[:e], w[e + 1:]]), torch.cat([w0.reshape(-1)[:e], w0.reshape(-1)[e + 1:]]))
+            assert hamming_distance(ref, dep) == 1
+            view.flip(0, torch.tensor([e]), torch.tensor([b]))
+    assert torch.equal(dep[0].weight.detach(), w0)
+
+
+def test_ternary_bit_steps_are_the_exact_flip_changes():
+    dep = _ttq_linear([1.0, 0.0, -1.0, -1.0])
+    view = BitView(dep)
+    view.flip(0, torch.tensor([3]), torch.tensor([0]))
+    steps = view.bit_steps(0, torch.arange(4))
+    words = view.words(0)
+    for b in range(2):
+        hi, lo = view.decode(0, words | (1 << b)).reshape(-1), view.decode(0, words & ~(1 << b)).reshape(-1)
+        assert torch.equal(steps[:, b], (hi - lo).double())
+
+
+def test_ternary_scales_must_be_positive():
+    with pytest.raises(ValueError, match="positive"):
+        _ttq_linear([1.0, -1.0], w_n=-0.5)
+
+
+def test_ternary_model_deploys_exactly_and_takes_random_flips(digits, trained_cnn):
+    from sturdynet.compress import CompressContext
+    from sturdynet.faults import RandomFlips
+
+    q = METHODS.get("quant.ternary")().apply(trained_cnn, from_dict(METHODS.params("quant.ternary"), {}),
+                                            CompressContext(data=digits, seed=0)).eval()
+    dep = deploy(q, ViewParams(float_layers="skip"))
+    view = BitView(dep, "skip")
+    assert view.sites and all((s.kind, s.bits) == ("ternary", 2) for s in view.sites)
+    x = digits.test.x[:64]
+    with torch.no_grad():
+        assert torch.equal(dep(x), q(x))  # the deployed copy computes exactly what the TTQ model computes
+    faulty, record = RandomFlips(flips=20, float_layers="skip").inject(q, torch.Generator().manual_seed(0))
+    assert hamming_distance(dep, faulty, ViewParams(float_layers="skip")) == 20

@@ -18,8 +18,11 @@ iteration of the progressive bit search:
 4. Stop when accuracy on held-out data falls to random guess + 1% or the flip budget
    runs out.
 
-Binary weights (``w = (2b - 1) s``) use ``dL/db = 2 s dL/dw``. Float32/float16 storage
-is not supported (the paper's gradient rule is for fixed-point bits).
+Binary weights (``w = (2b - 1) s``) use ``dL/db = 2 s dL/dw``; TTQ ternary weights (2-bit
+codes, :mod:`sturdynet.faults.ternary_store`) use ``dL/db_j = dL/dw * dw_j``, ``dw_j`` the
+exact change of the weight when bit ``j`` goes 0 -> 1 (it depends on the other bit, since
+the two signs have different scales). Float32/float16 storage is not supported (the
+paper's gradient rule is for fixed-point bits).
 
 Deviations: the attack runs on a deep copy (the caller's model is never changed); with
 a per-channel scale the bit gradient includes each weight's own step ``s``; ``n`` stops
@@ -115,16 +118,10 @@ class BitFlipAttack:
         k = min(k_top or self.k_top, site.numel)
         idx = g.abs().topk(k).indices
         gw = g[idx].double()
-        scale = view._scale(site).expand_as(site.module.weight).reshape(-1)[idx].double()
         words = view.words(i)[idx]
         planes = torch.arange(site.bits, device=words.device)
         b = (words[:, None] >> planes[None, :]) & 1
-        if site.kind == "binary":
-            coef = torch.full((1,), 2.0, dtype=torch.float64, device=gw.device)
-        else:
-            coef = (2.0 ** torch.arange(site.bits, dtype=torch.float64, device=gw.device))
-            coef[-1] = -coef[-1]
-        gb = gw[:, None] * scale[:, None] * coef[None, :]
+        gb = gw[:, None] * view.bit_steps(i, idx).to(gw.device)  # dL/db_j = dL/dw * dw/db_j
         uphill = ((b == 0) & (gb > 0)) | ((b == 1) & (gb < 0))
         score = (gb.abs() * uphill).reshape(-1)
         avail = int((score > 0).sum())
@@ -153,7 +150,7 @@ class BitFlipAttack:
         victim = deploy(model, self.view).eval()
         view = BitView(victim, self.view.float_layers)
         for s in view.sites:
-            if s.kind not in ("int", "binary"):
+            if s.kind not in ("int", "binary", "ternary"):
                 raise ValueError(f"bfa cannot attack layer {s.name}: it is stored as {s.kind}")
         self._largest = max(st.numel for st in view.sites)
         device = next(victim.parameters()).device

@@ -12,6 +12,9 @@ A *deployed* model stores every conv/linear weight in one of four formats:
 - ``binary``: one bit per weight, ``w = (2b - 1) * s`` (layers whose quantizer has
   ``bits == 1``; ``s`` is the per-channel magnitude, or per weight when magnitudes
   differ, e.g. 0 for pruned weights, whose flips then change nothing).
+- ``ternary``: TTQ layers (arXiv 1612.01064), a 2-bit two's-complement code ``c`` per
+  weight with the two learned scales, ``w = c * W_p`` for ``c > 0`` else ``c * W_n``
+  (``10 = -2`` decodes to ``-2 W_n``; see :mod:`sturdynet.faults.ternary_store`).
 - ``float32``: the IEEE-754 single-precision pattern of the weight (via an int32 view).
 - ``float16``: the weight rounded to IEEE half precision; the pattern is its int16 view.
 
@@ -38,8 +41,10 @@ from torch import Tensor, nn
 from ..config import rng
 from ..nn.quant_layers import QuantConv2d, QuantLinear, _quant_copy
 from ..quant.base import Quantizer
+from ..quant.ternary import TTQQuantizer
+from .ternary_store import ternary_bit_steps, ternary_codes, ternary_scale, ternary_values
 
-KINDS = ("int", "binary", "float32", "float16")
+KINDS = ("int", "binary", "ternary", "float32", "float16")
 FloatLayers = Literal["int", "float32", "float16", "skip"]
 
 
@@ -62,15 +67,16 @@ class StoredWeights(Quantizer):
     """The quantizer of a deployed layer: the weight tensor already holds the stored values.
 
     Args:
-        kind: ``int``, ``binary`` or ``float16``.
+        kind: ``int``, ``binary``, ``ternary`` or ``float16``.
         bits: bits per stored weight.
-        scale: step (``int``) or magnitude (``binary``), broadcastable to the weight.
+        scale: step (``int``) or magnitude (``binary``), broadcastable to the weight;
+            ``(W_n, W_p)`` for ``ternary``.
     """
 
     def __init__(self, kind: str, bits: int, scale: Optional[Tensor] = None) -> None:
         super().__init__()
-        if kind not in ("int", "binary", "float16"):
-            raise ValueError(f"StoredWeights kind must be int, binary or float16, got {kind!r}")
+        if kind not in ("int", "binary", "ternary", "float16"):
+            raise ValueError(f"StoredWeights kind must be int, binary, ternary or float16, got {kind!r}")
         self.kind = kind
         self.bits = int(bits)
         self.register_buffer("scale", torch.ones(1) if scale is None else scale.detach().clone().float())
@@ -128,6 +134,14 @@ def _deploy_quantized(name: str, m: nn.Module) -> None:
         q.eval()
         wd = m.qweight().detach().float()
         q.train(was)
+        if isinstance(q, TTQQuantizer):
+            scale = ternary_scale(q.w_n, q.w_p, name)
+            values = ternary_values(q.ternary(m.weight.detach()), scale)
+            if not torch.equal(values, wd):
+                raise ValueError(f"layer {name}: deployed TTQ weights are not the codes times W_p / W_n")
+            m.weight.data.copy_(values)
+            m.weight_quantizer = StoredWeights("ternary", 2, scale)
+            return
         if bits == 1:
             # Zero (pruned) weights get magnitude 0, so flipping their bit changes nothing.
             scale = _binary_magnitude(wd)
@@ -255,11 +269,13 @@ class BitView:
         return self.integers(i) & ((1 << site.bits) - 1)
 
     def integers(self, i: int) -> Tensor:
-        """The stored signed integers of an ``int`` site (flattened int64)."""
+        """The stored signed integers of an ``int`` or ``ternary`` site (flattened int64)."""
         site = self.sites[i]
-        if site.kind != "int":
+        if site.kind not in ("int", "ternary"):
             raise ValueError(f"site {site.name} stores {site.kind}, not integers")
         w = site.module.weight.detach().float()
+        if site.kind == "ternary":
+            return ternary_codes(w, self._scale(site)).reshape(-1)
         return torch.round(w / self._scale(site)).reshape(-1).long()
 
     def decode(self, i: int, words: Tensor) -> Tensor:
@@ -275,7 +291,29 @@ class BitView:
             return (2.0 * words.float() - 1.0) * self._scale(site)
         half = 1 << (site.bits - 1)
         q = torch.where(words >= half, words - (1 << site.bits), words)
+        if site.kind == "ternary":
+            return ternary_values(q, self._scale(site))
         return q.float() * self._scale(site)
+
+    def bit_steps(self, i: int, elem: Tensor) -> Tensor:
+        """``(len(elem), bits)`` float64: how much weight ``elem[r]`` of an ``int``, ``binary``
+        or ``ternary`` site changes when its bit ``j`` goes from 0 to 1 (the others as stored).
+
+        ``int``: ``s * 2^j`` and ``-s * 2^(k-1)`` for the sign bit; ``binary``: ``2 s``;
+        ``ternary``: see :func:`sturdynet.faults.ternary_store.ternary_bit_steps`.
+        """
+        site = self.sites[i]
+        if site.kind == "ternary":
+            return ternary_bit_steps(self.words(i)[elem], self._scale(site))
+        if site.kind not in ("int", "binary"):
+            raise ValueError(f"site {site.name} stores {site.kind}: no fixed-point bit steps")
+        scale = self._scale(site).expand_as(site.module.weight).reshape(-1)[elem].double()
+        if site.kind == "binary":
+            coef = torch.full((1,), 2.0, dtype=torch.float64, device=scale.device)
+        else:
+            coef = 2.0 ** torch.arange(site.bits, dtype=torch.float64, device=scale.device)
+            coef[-1] = -coef[-1]
+        return scale[:, None] * coef[None, :]
 
     @torch.no_grad()
     def write(self, i: int, words: Tensor) -> None:
@@ -351,7 +389,7 @@ def hamming_distance(a: nn.Module, b: nn.Module, params: ViewParams = ViewParams
         raise ValueError("the two models have different layers or storage formats")
     dist = 0
     for i, (sa, sb) in enumerate(zip(va.sites, vb.sites)):
-        if sa.kind in ("int", "binary") and not torch.equal(va._scale(sa).cpu(), vb._scale(sb).cpu()):
+        if sa.kind in ("int", "binary", "ternary") and not torch.equal(va._scale(sa).cpu(), vb._scale(sb).cpu()):
             raise ValueError(f"layer {sa.name}: the two models use different scales; bits are not comparable")
         dist += int(popcount(va.words(i).cpu() ^ vb.words(i).cpu(), sa.bits).sum())
     return dist
