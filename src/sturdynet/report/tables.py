@@ -138,7 +138,7 @@ def _flatten(metrics: Mapping[str, Any]) -> Dict[str, Any]:
 
 def _fmt_extra(key: str, value: Any) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and (
-            "accuracy" in key or key.startswith("per_attack.")) and 0 <= value <= 1:
+            "accuracy" in key or key.endswith("success_rate") or key.startswith("per_attack.")) and 0 <= value <= 1:
         return fmt_pct(value)
     return fmt_num(value)
 
