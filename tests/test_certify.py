@@ -248,3 +248,15 @@ def test_gaussian_augment_training_is_seeded(digits):
     noisy = [{"name": "gaussian_augment", "sigma": 0.25}]
     a, b, plain = train(noisy), train(noisy), train([])
     assert torch.equal(a, b) and not torch.equal(a, plain)
+
+
+def test_example_recipe_parses():
+    from pathlib import Path
+
+    from sturdynet.recipe import load_recipe
+
+    r = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "certify-digits.yaml")
+    assert [c.name for c in r.train.callbacks] == ["gaussian_augment"]
+    pruned = next(v for v in r.variants if v.name == "pruned-80")
+    assert [c.name for c in pruned.finetune.callbacks] == ["gaussian_augment"]
+    assert any(c.check.name == "certify" for c in r.evaluate)

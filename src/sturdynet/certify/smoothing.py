@@ -36,7 +36,7 @@ from scipy import stats
 from torch import Tensor, nn
 
 from ..attacks.base import model_device
-from .stats import binomial_pvalue, clopper_pearson_lower
+from .stats import binomial_pvalue, check_alpha, clopper_pearson_lower
 
 #: the label returned when the smoothed classifier abstains
 ABSTAIN = -1
@@ -62,11 +62,6 @@ class Certificate:
 def _check_count(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def _check_alpha(alpha: float) -> None:
-    if not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
 
 
 class SmoothedClassifier:
@@ -147,7 +142,7 @@ class SmoothedClassifier:
         Returns:
             (M,) int64 on the CPU.
         """
-        _check_alpha(alpha)
+        check_alpha(alpha)
         counts = self.sample_counts(x, n)
         if counts.numel() == 0:
             return torch.zeros(0, dtype=torch.long)
@@ -166,7 +161,7 @@ class SmoothedClassifier:
         lower bound at level ``1 - alpha`` on P(f(x + e) = cA). The radius is
         ``sigma * Phi^{-1}(pA_lower)`` when ``pA_lower > 1/2``; otherwise abstain.
         """
-        _check_alpha(alpha)
+        check_alpha(alpha)
         _check_count("n0", n0)
         _check_count("n", n)
         select = self.sample_counts(x, n0)

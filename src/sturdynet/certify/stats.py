@@ -17,7 +17,8 @@ from scipy import stats
 ArrayLike = Union[int, Sequence[int], np.ndarray]
 
 
-def _check_alpha(alpha: float) -> None:
+def check_alpha(alpha: float) -> None:
+    """Raise ValueError unless 0 < alpha < 1."""
     if not 0.0 < float(alpha) < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
 
@@ -39,7 +40,7 @@ def clopper_pearson_lower(k: ArrayLike, n: ArrayLike, alpha: float) -> np.ndarra
     Raises:
         ValueError: alpha outside (0, 1) or counts outside 0 <= k <= n, n >= 1.
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     k_arr, n_arr = _counts(k, n)
     safe_k = np.maximum(k_arr, 1)  # Beta(0, .) is undefined; the bound is 0 there
     lower = stats.beta.ppf(alpha, safe_k, n_arr - safe_k + 1)
