@@ -7,6 +7,7 @@ import dataclasses
 FAMILIES = {
     "datasets": "DATASETS", "models": "MODELS", "methods": "METHODS", "checks": "CHECKS",
     "attacks": "ATTACKS", "callbacks": "CALLBACKS", "adversarial": "ADVERSARIAL", "faults": "FAULTS",
+    "corruptions": "CORRUPTIONS",
 }
 
 
