@@ -139,7 +139,7 @@ def test_fine_pruning_removes_the_dormant_channel_first():
     assert act[2] == 0 and torch.allclose(act[[0, 1, 3]].float(), x.mean() * torch.tensor([0.5, 2.0, 3.0]))
     data = _bundle(x, torch.zeros(16, dtype=torch.long))
     ctx = CompressContext(data=data)
-    params = FinePruningParams(amount=0.5, max_accuracy_drop=None, finetune_epochs=0)
+    params = FinePruningParams(amount=0.5, max_accuracy_drop=None, epochs=0)
     out = FinePruning().apply(model, params, ctx)
     log = ctx.log["prune.fine_pruning"]
     assert log["pruned_channels"] == [2, 0] and log["channels_pruned"] == 2  # in pruning order and log["channel_sparsity"] == 0.5
@@ -154,7 +154,7 @@ def test_fine_pruning_stops_at_the_accuracy_limit():
     with torch.no_grad():  # class 0 reads channel 1 (2m), class 1 channel 3 (1.5m): pruning 1 flips every answer
         model[4].weight.copy_(torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.5]]))
     ctx = CompressContext(data=_bundle(x, torch.zeros(32, dtype=torch.long)))
-    FinePruning().apply(model, FinePruningParams(amount=0.75, max_accuracy_drop=0.0, finetune_epochs=0), ctx)
+    FinePruning().apply(model, FinePruningParams(amount=0.75, max_accuracy_drop=0.0, epochs=0), ctx)
     log = ctx.log["prune.fine_pruning"]
     assert log["pruned_channels"] == [2, 0] and log["stopped_by"] == "accuracy_drop"
     assert [p["accuracy"] for p in log["curve"]] == [1.0, 1.0, 0.0] and log["clean_accuracy_pruned"] == 1.0
@@ -185,7 +185,7 @@ def _tiny_cnn(data) -> nn.Module:
 def poisoned_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("backdoor")
     variants = ({"name": "dense"},
-                {"name": "fine-pruned", "method": "prune.fine_pruning", "amount": 0.5, "finetune_epochs": 1})
+                {"name": "fine-pruned", "method": "prune.fine_pruning", "amount": 0.5, "epochs": 1})
     recipe = parse_recipe(_recipe({"rate": 0.1, "target": 0}, variants))
     return out, run_recipe(recipe, out)
 

@@ -46,13 +46,16 @@ NAME = "prune.fine_pruning"
 class FinePruningParams:
     """``amount``: most channels removed (fraction of the layer); ``max_accuracy_drop``:
     stop before clean accuracy falls by more (None: remove exactly ``amount``);
-    ``layer``: the producer to prune (default: the last prunable conv)."""
+    ``layer``: the producer to prune (default: the last prunable conv); ``samples``: clean
+    validation images used (default all); ``epochs``: fine-tuning epochs after pruning (at
+    a tenth of the base learning rate unless ``lr``) on ``finetune_on`` data. A variant's
+    own ``finetune_epochs`` is a different thing: it trains afterwards on the training split."""
 
     amount: float = rng(0, 1, "[)", default=0.9)
     max_accuracy_drop: Optional[float] = rng(0, 1, "[]", default=0.04)
     layer: Optional[str] = None
     samples: Optional[int] = rng(1, None, default=None)
-    finetune_epochs: int = rng(0, None, default=2)
+    epochs: int = rng(0, None, default=2)
     finetune_on: Literal["val", "train"] = "val"
     lr: Optional[float] = rng(0, None, "(]", default=None)
     min_channels: int = rng(1, None, default=1)
@@ -166,8 +169,8 @@ def _finetune(model: nn.Module, params: FinePruningParams, ctx: CompressContext,
     from ..recipe import finetune_config
 
     if ctx.train is None:
-        raise ValueError(f"{NAME} with finetune_epochs > 0 needs a training context (run it from a recipe)")
-    cfg = finetune_config(ctx.train, params.finetune_epochs, {"lr": params.lr} if params.lr else None, NAME)
+        raise ValueError(f"{NAME} with epochs > 0 needs a training context (run it from a recipe)")
+    cfg = finetune_config(ctx.train, params.epochs, {"lr": params.lr} if params.lr else None, NAME)
     if params.finetune_on == "train":
         if ctx.fit is None:
             raise ValueError(f"{NAME} with finetune_on: train needs the run's trainer (run it from a recipe)")
@@ -189,7 +192,7 @@ class FinePruning(CompressionMethod):
         with torch.no_grad():
             mask_channels(masked, [group], {group.producer: keep})
         out = compact(masked, set(get_masks(model))) if params.physical else masked
-        if params.finetune_epochs > 0:
+        if params.epochs > 0:
             report["finetune_history"] = _finetune(out, params, ctx, clean)
             report["clean_accuracy_finetuned"] = evaluate_accuracy(out, clean)["accuracy"]
         report["params_before"] = sum(p.numel() for p in model.parameters())
