@@ -28,32 +28,29 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import statistics
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 import sturdynet.plugins  # noqa: F401
 from sturdynet.compress import CompressContext
 from sturdynet.config import component, from_dict
-from sturdynet.data import load_data
 from sturdynet.models.common import model_for_data
 from sturdynet.quant.binary.bireal_init import bireal_twin
 from sturdynet.quant.binary.ovsw import OvSW
 from sturdynet.quant.binary.ra_bnn import RABNNGrow, RABNNParams
 from sturdynet.quant.binary.reste import ReSTEAnneal
 from sturdynet.quant.binary.sign_flips import SignFlips
-from sturdynet.registry import DATASETS, MODELS
+from sturdynet.registry import MODELS
 from sturdynet.storage import compression_facts
 from sturdynet.train.checkpoint import load_checkpoint
 from sturdynet.train.config import TrainConfig
-from sturdynet.train.loop import evaluate_accuracy, fit, make_optimizer
+from sturdynet.train.loop import evaluate_accuracy, fit
 
-CIFAR = str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz")
+from common import cifar_data, step_time  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 STE = {"estimator": "clipped_ste", "weight_estimator": "clipped_ste"}
 ROWS = [
     ("float resnet20 (same budget)", "resnet20", {}, "plain"),
@@ -62,23 +59,6 @@ ROWS = [
     ("binary OvSW (clipped STE + AGS + SAD)", "bireal_resnet20", STE, "ovsw"),
     ("RA-BNN grown (clipped STE)", "bireal_resnet20", STE, "ra_bnn"),
 ]
-
-
-def step_time(model, data, steps: int) -> float:
-    """Median seconds of one SGD training step on a fixed batch of 128."""
-    model = copy.deepcopy(model).train()
-    opt = make_optimizer(model, TrainConfig(lr=0.001))
-    x, y = data.train.x[:128], data.train.y[:128]
-    times = []
-    for i in range(steps + 2):
-        t0 = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -99,9 +79,7 @@ def main() -> None:
         return retime(args)
     torch.set_num_threads(1)
     seed = 0
-    dspec = component(DATASETS, {"name": "imagefolder", "path": CIFAR, "augment": "crop_flip",
-                                 "subset": {"train": args.train, "val": 500, "test": args.test}}, "data")
-    data = load_data(dspec, seed)
+    data, _ = cifar_data({"train": args.train, "val": 500, "test": args.test}, seed)
     warm = 0 if args.from_base else 1
     cfg = from_dict(TrainConfig, {"epochs": args.epochs, "batch_size": 128, "lr": args.lr, "weight_decay": 5e-4,
                                   "warmup_epochs": warm, "eval_every": args.epochs})
@@ -140,7 +118,7 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         acc = evaluate_accuracy(model, data.test)["accuracy"]
         facts = compression_facts(model)
-        st = step_time(model, data, args.steps)
+        st = step_time(model, data, args.steps, warmup=2)
         last = hist[-1] if hist else {}
         rows[name] = {"arch": arch, "model_params": mparams, "accuracy": acc, "accuracy_before_training": acc0,
                       "size_bytes": facts["size_bytes"],
@@ -165,9 +143,7 @@ def retime(args) -> None:
     rows: dict = {}
     for f in args.merge:
         rows.update(json.loads(Path(f).read_text()))
-    dspec = component(DATASETS, {"name": "imagefolder", "path": CIFAR, "augment": "crop_flip",
-                                 "subset": {"train": 512, "val": 0, "test": 100}}, "data")
-    data = load_data(dspec, 0)
+    data, _ = cifar_data({"train": 512, "val": 0, "test": 100}, 0)
     ref = "float resnet20 (same budget)"
     rows.setdefault(ref, {"arch": "resnet20", "model_params": {}, "step_seconds": None, "timing_only": True})
     for name, r in rows.items():
@@ -177,7 +153,7 @@ def retime(args) -> None:
         torch.manual_seed(0)
         model = model_for_data(component(MODELS, {"name": r["arch"], **p}, "model"), data)
         r["step_seconds_train_process"] = r.get("step_seconds")
-        r["step_seconds"] = step_time(model, data, args.steps)
+        r["step_seconds"] = step_time(model, data, args.steps, warmup=2)
         print(f"TIME {name}: {r['step_seconds'] * 1000:.0f} ms", flush=True)
     fl = rows[ref]["step_seconds"]
     for r in rows.values():

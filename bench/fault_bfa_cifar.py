@@ -34,6 +34,8 @@ from sturdynet.registry import CHECKS, DATASETS, METHODS, MODELS
 from sturdynet.train import TrainConfig, fit
 from sturdynet.train.checkpoint import load_checkpoint
 
+from common import CIFAR, cifar_data  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 
 def log(*a) -> None:
     print(time.strftime("%H:%M:%S"), *a, flush=True)
@@ -42,7 +44,7 @@ def log(*a) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench/logs/fault_bfa_cifar.json")
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"))
+    ap.add_argument("--data", default=CIFAR)
     ap.add_argument("--train", type=int, default=10000)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--ft-epochs", type=int, default=2)
@@ -73,10 +75,7 @@ def main() -> None:
                              base_seconds=blob["extra"].get("seconds"))
         ckpt = None
     else:
-        dspec = from_dict(DATASETS.params("imagefolder"), {"path": args.data, "val_fraction": 0.02,
-                                                           "subset": {"train": args.train, "test": args.held},
-                                                           "augment": "crop_flip"})
-        data = load_data(Component("imagefolder", dspec), seed=0)
+        data, _ = cifar_data({"train": args.train, "test": args.held}, 0, args.data, val_fraction=0.02)
         mspec = Component("resnet20", from_dict(MODELS.params("resnet20"), {}) if MODELS.params("resnet20") else None)
         ckpt = Path(args.dense_ckpt) if args.dense_ckpt else out.with_suffix(".dense.pt")
         torch.manual_seed(0)

@@ -27,9 +27,11 @@ from sturdynet.compress import CompressContext, run_steps
 from sturdynet.config import Component, from_dict
 from sturdynet.evaluate.base import CheckContext
 from sturdynet.models.common import model_for_data
-from sturdynet.registry import ADVERSARIAL, CHECKS, DATASETS, METHODS
+from sturdynet.registry import ADVERSARIAL, CHECKS, METHODS
 from sturdynet.storage import compression_facts
 from sturdynet.train import TrainConfig, evaluate_accuracy, fit
+
+from common import CIFAR, cifar_data, log  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 EPS = 8 / 255
 
@@ -71,7 +73,7 @@ def rows(a):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/cifar10-jpeg.tar.gz"))
+    ap.add_argument("--data", default=CIFAR)
     ap.add_argument("--out", default="bench/logs/harden.jsonl")
     ap.add_argument("--train-subset", type=int, default=5000)
     ap.add_argument("--epochs", type=int, default=4)
@@ -94,10 +96,8 @@ def main() -> None:
             print(f"| {r['row']} | {r['clean']:.3f} | {r['robust']['accuracy']:.3f} | {r['robust']['check']} | "
                   f"{r['size_bytes']:,} | {r['train_seconds']:.0f} |")
         return
-    spec = {"path": a.data, "augment": "crop_flip", "val_fraction": 0.02,
-            "subset": {"train": a.train_subset, "test": max(1000, a.eval_samples)}}
-    dparams = from_dict(DATASETS.params("imagefolder"), spec, "data")
-    data = DATASETS.get("imagefolder")(dparams, a.seed)
+    data, _ = cifar_data({"train": a.train_subset, "test": max(1000, a.eval_samples)}, a.seed, a.data,
+                         val_fraction=0.02)
     models = {}
     only = set(a.only.split(",")) if a.only else None
     for name, arch, cfg, derived, ft_cfg in rows(a):
@@ -136,9 +136,7 @@ def main() -> None:
                                                        "eval_samples")},
                "threads": torch.get_num_threads(), "ckpt": str(ckpt)}
         done[name] = row
-        with out.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
+        log(out, row)
 
 
 if __name__ == "__main__":

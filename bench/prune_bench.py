@@ -17,27 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
-
-import torch
 
 from sturdynet import plugins  # noqa: F401
 from sturdynet.config import Component, from_dict
 from sturdynet.models.common import build_model
-from sturdynet.registry import DATASETS, METHODS, MODELS
+from sturdynet.registry import METHODS, MODELS
 from sturdynet.storage import compression_facts
 from sturdynet.train import TrainConfig, evaluate_accuracy, fit
 from sturdynet.train.checkpoint import arch_of, load_checkpoint, save_checkpoint
 
-from common import CIFAR as DATA, log  # noqa: E402  (bench/ is on sys.path when run as a script)
-
-
-def load_data(n_train: int, n_val: int, n_test: int, seed: int):
-    spec = {"path": DATA, "augment": "crop_flip", "subset": {"train": n_train, "val": n_val, "test": n_test}}
-    params = from_dict(DATASETS.params("imagefolder"), spec, "data")
-    return DATASETS.get("imagefolder")(params, seed), Component("imagefolder", params)
+from common import cifar_data, log, single_thread_run  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
 def main() -> None:
@@ -55,13 +46,10 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["prune.global_magnitude", "prune.lamp"])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    machine = f"{platform.node()} CPU, 1 thread"
+    out, machine = single_thread_run(args.out)
 
     t0 = time.perf_counter()
-    data, data_spec = load_data(args.train, args.val, args.test, args.seed)
+    data, data_spec = cifar_data({"train": args.train, "val": args.val, "test": args.test}, args.seed)
     log(out, {"event": "data", "describe": data.describe(), "seconds": time.perf_counter() - t0})
     model_spec = Component("resnet20", from_dict(MODELS.params("resnet20"), {}, "model"))
     ckpt = Path(args.ckpt)

@@ -25,20 +25,19 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 import sturdynet.plugins  # noqa: F401
 from sturdynet.compress import CompressContext, run_steps
 from sturdynet.config import component, from_dict
-from sturdynet.data import load_data
 from sturdynet.models.common import model_for_data
-from sturdynet.registry import DATASETS, METHODS, MODELS
+from sturdynet.registry import METHODS, MODELS
 from sturdynet.storage import compression_facts
 from sturdynet.train.checkpoint import arch_of, load_checkpoint, save_checkpoint
 from sturdynet.train.config import TrainConfig
-from sturdynet.train.loop import evaluate_accuracy, fit, make_optimizer
+from sturdynet.train.loop import evaluate_accuracy, fit
 
-CIFAR = str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz")
+from common import cifar_data, step_time  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 VARIANTS = [
     ("float", []),
     ("int8 (PTQ, w8a8)", [{"method": "quant.uniform", "bits": 8, "act_bits": 8, "mode": "ptq"}]),
@@ -47,28 +46,6 @@ VARIANTS = [
     ("fixed-point (w6a8, BN+residual)", [{"method": "quant.fixed_point", "bits": 6, "act_bits": 8,
                                            "bn": True, "residual": True}]),
 ]
-
-
-def data_spec(args):
-    return component(DATASETS, {"name": "imagefolder", "path": CIFAR, "augment": "crop_flip",
-                                "subset": {"train": args.train, "val": 500, "test": args.test}}, "data")
-
-
-def step_time(model, data, steps: int) -> float:
-    """Median seconds of one SGD training step on a fixed batch of 128."""
-    model = copy.deepcopy(model).train()
-    opt = make_optimizer(model, TrainConfig(lr=0.001))
-    x, y = data.train.x[:128], data.train.y[:128]
-    times = []
-    for i in range(steps + 3):
-        t0 = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i >= 3:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -89,8 +66,7 @@ def main() -> None:
     seed = 0
     if args.stage == "table":
         return table(args)
-    dspec = data_spec(args)
-    data = load_data(dspec, seed)
+    data, dspec = cifar_data({"train": args.train, "val": 500, "test": args.test}, seed)
     mspec = component(MODELS, {"name": "resnet20"}, "model")
     base_cfg = from_dict(TrainConfig, {"epochs": args.base_epochs, "batch_size": 128, "lr": 0.1,
                                        "weight_decay": 5e-4, "warmup_epochs": 1, "eval_every": 5})
@@ -146,7 +122,7 @@ def timing(args, base, data, out_path: Path) -> None:
     times = {n: [] for n in models}
     for _ in range(args.rounds):
         for n, m in models.items():
-            times[n].append(step_time(m, data, args.steps))
+            times[n].append(step_time(m, data, args.steps, warmup=3))
     med = {n: statistics.median(t) for n, t in times.items()}
     out = {n: {"step_seconds": med[n], "step_rel_float": med[n] / med["float"], "rounds": times[n]} for n in med}
     out_path.write_text(json.dumps(out, indent=1))

@@ -21,9 +21,7 @@ Usage (from the repository root, through the CPU slot)::
 from __future__ import annotations
 
 import argparse
-import platform
 import time
-from pathlib import Path
 
 import torch
 
@@ -31,11 +29,11 @@ from sturdynet import plugins  # noqa: F401
 from sturdynet.compress import CompressContext
 from sturdynet.config import from_dict
 from sturdynet.models.common import build_model
-from sturdynet.registry import DATASETS, METHODS
+from sturdynet.registry import METHODS
 from sturdynet.storage import compression_facts
 from sturdynet.train import TrainConfig, evaluate_accuracy, fit
 
-from common import CIFAR as DATA, log  # noqa: E402  (bench/ is on sys.path when run as a script)
+from common import cifar_data, log, single_thread_run  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
 def main() -> None:
@@ -57,14 +55,10 @@ def main() -> None:
                     help="IMP / COLT: epochs of every training run (default: the budget split over the runs)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    machine = f"{platform.node()} CPU, 1 thread"
+    out, machine = single_thread_run(args.out)
 
     t0 = time.perf_counter()
-    spec = {"path": DATA, "augment": "crop_flip", "subset": {"train": args.train, "val": args.val, "test": args.test}}
-    data = DATASETS.get("imagefolder")(from_dict(DATASETS.params("imagefolder"), spec, "data"), args.seed)
+    data, _ = cifar_data({"train": args.train, "val": args.val, "test": args.test}, args.seed)
     log(out, {"event": "data", "train": len(data.train), "val": len(data.val), "test": len(data.test),
               "seconds": time.perf_counter() - t0})
     torch.manual_seed(args.seed)
