@@ -15,6 +15,7 @@ from sturdynet.config import ConfigError, from_dict
 from sturdynet.corruptions import BENCHMARK, CORRUPTIONS, EXTRAS, corrupt
 from sturdynet.corruptions.blur import disk_kernel
 from sturdynet.corruptions.check import corruption_generator
+from sturdynet.corruptions.ops import motion_blur
 from sturdynet.evaluate import CheckContext
 from sturdynet.recipe import parse_recipe
 from sturdynet.registry import CHECKS
@@ -171,6 +172,23 @@ def test_defocus_kernel_known_answers():
     assert float(disk_kernel(1.5, 0.1).sum()) == pytest.approx(1.0)
     x = smooth_images(size=8, channels=1)
     assert torch.allclose(corrupt(x, "defocus_blur", 5), x, atol=1e-6)  # below a pixel at 8x8 (documented)
+
+
+def test_gaussian_blur_matches_scipy():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    x = smooth_images(n=1, channels=1)
+    for s, sigma in enumerate((0.4, 0.6, 0.7, 0.8, 1.0), start=1):
+        ref = ndimage.gaussian_filter(x[0, 0].double().numpy(), sigma, mode="nearest", truncate=4.0)
+        assert np.abs(corrupt(x, "gaussian_blur", s)[0, 0].numpy() - ref).max() < 1e-5
+
+
+def test_motion_kernel_is_one_sided_half_gaussian():
+    x = torch.zeros(1, 1, 32, 32)
+    x[0, 0, 16, 16] = 1.0
+    y = motion_blur(x, 6, 2.0, torch.zeros(1), 1.0)[0, 0]  # angle 0: out[p] = sum_i w_i x[p + (i, 0)]
+    w = torch.exp(-torch.arange(13.0) ** 2 / 8)
+    assert torch.allclose(y[16, 4:17].flip(0), w / w.sum(), atol=1e-6)
+    assert float(y.sum()) == pytest.approx(1.0, abs=1e-5) and float(y[16, 17:].abs().sum()) < 1e-7
 
 
 def test_contrast_and_fog_keep_range_on_extremes():

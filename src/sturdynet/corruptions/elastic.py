@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .base import register_corruption, uniform
-from .ops import gaussian_filter, sample_at
+from .ops import gaussian_filter, pixel_grid, sample_at
 
 #: (alpha, sigma, affine) as fractions of the image size, per severity
 ELASTIC = ((0.0, 0.0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03))
@@ -25,13 +25,13 @@ def random_affine(x: Tensor, jitter: float, gen: torch.Generator) -> Tensor:
     n, _, h, w = x.shape
     cx, cy, r = w // 2, h // 2, min(h, w) // 3
     src = torch.tensor([[cx + r, cy + r], [cx + r, cy - r], [cx - r, cy - r]], dtype=torch.float64)
-    dst = src + uniform(gen, (n, 3, 2), x, -jitter, jitter).to("cpu", torch.float64)
+    dst = src + jitter * (2 * torch.rand((n, 3, 2), generator=gen, dtype=torch.float64) - 1)
     ones = torch.ones(3, 1, dtype=torch.float64)
     # forward map M (2x3) with M [p; 1] = p': solve [src 1] M^T = dst, then invert for sampling
     m = torch.linalg.solve(torch.cat([src, ones], 1).expand(n, 3, 3), dst).transpose(1, 2)
     a_inv = torch.linalg.inv(m[:, :, :2])
     t = m[:, :, 2:]
-    v, u = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    u, v = pixel_grid(1, h, w, src)
     pts = torch.stack([u.reshape(-1), v.reshape(-1)]).expand(n, 2, h * w) - t
     back = (a_inv @ pts).to(x.device, x.dtype)
     return sample_at(x, back[:, 0].view(n, h, w), back[:, 1].view(n, h, w), "reflection")
@@ -49,6 +49,5 @@ def elastic_transform(x: Tensor, c: Tuple[float, float, float], scale: float, ge
     y = random_affine(x, jitter * size, gen)
     field = uniform(gen, (n, 2, h, w), x, -1.0, 1.0)
     field = gaussian_filter(field, sigma * size, 3.0, "reflect") * (alpha * size)
-    v, u = torch.meshgrid(torch.arange(h, dtype=x.dtype, device=x.device),
-                          torch.arange(w, dtype=x.dtype, device=x.device), indexing="ij")
+    u, v = pixel_grid(n, h, w, x)
     return sample_at(y, u + field[:, 0], v + field[:, 1], "reflection")

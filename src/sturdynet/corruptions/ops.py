@@ -47,7 +47,7 @@ def gaussian_filter(x: Tensor, sigma: float, truncate: float = 4.0, mode: str = 
     return depthwise(y, k.view(-1, 1), mode)
 
 
-def _base_grid(n: int, h: int, w: int, like: Tensor) -> Tuple[Tensor, Tensor]:
+def pixel_grid(n: int, h: int, w: int, like: Tensor) -> Tuple[Tensor, Tensor]:
     """Pixel coordinates (N, H, W) of every output pixel: column ``u`` and row ``v``."""
     v, u = torch.meshgrid(torch.arange(h, dtype=like.dtype, device=like.device),
                           torch.arange(w, dtype=like.dtype, device=like.device), indexing="ij")
@@ -66,7 +66,7 @@ def sample_at(x: Tensor, u: Tensor, v: Tensor, padding: str = "border") -> Tenso
 
 def shifted(x: Tensor, dx: Tensor, dy: Tensor) -> Tensor:
     """``out[p] = x[p + (dx, dy)]`` per image (``dx``, ``dy``: (N,) pixels), bilinear, edges replicated."""
-    u, v = _base_grid(x.shape[0], x.shape[2], x.shape[3], x)
+    u, v = pixel_grid(x.shape[0], x.shape[2], x.shape[3], x)
     return sample_at(x, u + dx.view(-1, 1, 1), v + dy.view(-1, 1, 1))
 
 
