@@ -8,6 +8,7 @@ storage accounting and packed export how its tensors are stored through
 ``storage_bits(param)`` and ``quantizer_for(param)``."""
 from __future__ import annotations
 
+import copy
 from typing import Callable, List, Optional, Tuple
 
 import torch.nn.functional as F
@@ -117,3 +118,13 @@ def convert(model: nn.Module, make_weight_quantizer: Callable[[nn.Module], Optio
             aq.to(layer.weight.device)
         setattr(parent, child, _quant_copy(layer, wq, aq))
     return model
+
+
+def converted_copy(model: nn.Module, make_weight_quantizer: Callable[[nn.Module], Optional[nn.Module]],
+                   make_act_quantizer: Optional[Callable[[nn.Module], Optional[nn.Module]]] = None,
+                   quantize_first: bool = False, quantize_last: bool = False) -> nn.Module:
+    """:func:`convert` on a deep copy of ``model`` (the caller's model is untouched), with the
+    quantization methods' ``quantize_first`` / ``quantize_last`` parameters (by default the
+    first conv/linear and the last one stay float)."""
+    return convert(copy.deepcopy(model), make_weight_quantizer, make_act_quantizer,
+                   skip_first=not quantize_first, skip_last=not quantize_last)

@@ -30,7 +30,6 @@ Not reproduced: the paper's multiplier-free K-hot encoding.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -40,7 +39,7 @@ from torch import Tensor, nn
 from ..compress import CompressContext, CompressionMethod
 from ..config import rng
 from ..nn.quant_bn import QuantBatchNorm2d, quant_bn_copy
-from ..nn.quant_layers import QuantConv2d, QuantLinear, convert
+from ..nn.quant_layers import QuantConv2d, QuantLinear, converted_copy
 from ..registry import METHODS
 from .base import Quantizer, round_ste
 from .calibrate import best_power_of_two_frac, calibration_batch, collect_stats
@@ -150,11 +149,10 @@ class FixedPointQuant(CompressionMethod):
     """Trainable fixed point; the binary points train during the variant's ``finetune_epochs``."""
 
     def prepare(self, model: nn.Module, params: FixedPointParams) -> nn.Module:
-        model = copy.deepcopy(model)
         ew_bits = params.act_bits or params.bits
-        convert(model, lambda layer: FixedPointQuantizer(params.bits),
-                (lambda layer: FixedPointQuantizer(params.act_bits)) if params.act_bits else None,
-                skip_first=not params.quantize_first, skip_last=not params.quantize_last)
+        model = converted_copy(model, lambda layer: FixedPointQuantizer(params.bits),
+                               (lambda layer: FixedPointQuantizer(params.act_bits)) if params.act_bits else None,
+                               quantize_first=params.quantize_first, quantize_last=params.quantize_last)
         if params.bn:
             for name, m in list(model.named_modules()):
                 if type(m) is nn.BatchNorm2d and m.affine:

@@ -32,7 +32,6 @@ scales.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Optional
 
@@ -41,7 +40,7 @@ from torch import Tensor, nn
 
 from ..compress import CompressContext, CompressionMethod
 from ..config import rng
-from ..nn.quant_layers import convert
+from ..nn.quant_layers import converted_copy
 from ..registry import METHODS
 from .base import Quantizer
 from .calibrate import calibration_batch, recalibrate_bn
@@ -127,9 +126,8 @@ class TernaryQuant(CompressionMethod):
     """TTQ; train it with the variant's ``finetune_epochs`` (scales and latent weights learn)."""
 
     def prepare(self, model: nn.Module, params: TernaryParams) -> nn.Module:
-        model = copy.deepcopy(model)
-        return convert(model, lambda layer: TTQQuantizer(params.threshold),
-                       skip_first=not params.quantize_first, skip_last=not params.quantize_last)
+        return converted_copy(model, lambda layer: TTQQuantizer(params.threshold),
+                              quantize_first=params.quantize_first, quantize_last=params.quantize_last)
 
     def apply(self, model: nn.Module, params: TernaryParams, ctx: Optional[CompressContext] = None) -> nn.Module:
         model = self.prepare(model, params)

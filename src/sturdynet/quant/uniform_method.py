@@ -17,7 +17,6 @@ calibration values are >= 0 (it follows a ReLU), signed otherwise.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -26,7 +25,7 @@ from torch import nn
 
 from ..compress import CompressContext, CompressionMethod
 from ..config import rng
-from ..nn.quant_layers import QuantConv2d, QuantLinear, convert
+from ..nn.quant_layers import QuantConv2d, QuantLinear, converted_copy
 from ..registry import METHODS
 from .calibrate import calibration_batch, collect_stats
 from .lsq import LSQQuantizer
@@ -69,7 +68,6 @@ class UniformQuant(CompressionMethod):
     """Uniform k-bit quantization of conv/linear weights and optionally their inputs."""
 
     def prepare(self, model: nn.Module, params: UniformParams) -> nn.Module:
-        model = copy.deepcopy(model)
         lsq = params.mode == "lsq"
 
         def make_w(layer: nn.Module):
@@ -83,8 +81,8 @@ class UniformQuant(CompressionMethod):
                 return LSQQuantizer(params.act_bits, activation=True)
             return UniformQuantizer(params.act_bits)
 
-        return convert(model, make_w, make_a if params.act_bits is not None else None,
-                       skip_first=not params.quantize_first, skip_last=not params.quantize_last)
+        return converted_copy(model, make_w, make_a if params.act_bits is not None else None,
+                              quantize_first=params.quantize_first, quantize_last=params.quantize_last)
 
     def apply(self, model: nn.Module, params: UniformParams, ctx: Optional[CompressContext] = None) -> nn.Module:
         if params.act_bits is not None and (ctx is None or ctx.data is None):
