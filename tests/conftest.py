@@ -30,3 +30,21 @@ def trained_cnn(digits):
     model = model_for_data(Component("small_cnn", SmallCNNParams(width=8)), digits)
     fit(model, digits, TrainConfig(epochs=6, lr=0.05, batch_size=64), seed=0)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def fit_on_digits(digits):
+    """Factory ``(model, epochs) -> (model, x, y, clean)``: trains ``model`` on digits (lr 0.05,
+    seed 0), puts it in eval mode and returns the test images, labels and the mask of the
+    correctly classified ones; clean accuracy must exceed 90%."""
+
+    def make(model: torch.nn.Module, epochs: int):
+        fit(model, digits, TrainConfig(epochs=epochs, lr=0.05), seed=0)
+        model.eval()
+        x, y = digits.test.x, digits.test.y
+        with torch.no_grad():
+            clean = model(x).argmax(1) == y
+        assert clean.float().mean() > 0.9
+        return model, x, y, clean
+
+    return make

@@ -14,8 +14,6 @@ from sturdynet.models import Normalize
 from sturdynet.nn.grad_mode import gradient_mode
 from sturdynet.quant.base import Quantizer
 from sturdynet.registry import CHECKS, METHODS
-from sturdynet.train.config import TrainConfig
-from sturdynet.train.loop import fit
 
 
 class SignAct(Quantizer):
@@ -31,18 +29,12 @@ class SignAct(Quantizer):
 
 
 @pytest.fixture(scope="module")
-def sign_net(digits):
+def sign_net(digits, fit_on_digits):
     torch.manual_seed(0)
     h = 128
     model = nn.Sequential(Normalize(digits.mean, digits.std), nn.Flatten(), nn.Linear(64, h), nn.BatchNorm1d(h),
                           SignAct(), nn.Linear(h, h), nn.BatchNorm1d(h), SignAct(), nn.Linear(h, 10))
-    fit(model, digits, TrainConfig(epochs=12, lr=0.05), seed=0)
-    model.eval()
-    x, y = digits.test.x, digits.test.y
-    with torch.no_grad():
-        clean = model(x).argmax(1) == y
-    assert clean.float().mean() > 0.9
-    return model, x, y, clean
+    return fit_on_digits(model, 12)
 
 
 def robust(model, adv, y, clean):

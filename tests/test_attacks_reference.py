@@ -11,26 +11,15 @@ import torch
 
 import sturdynet.plugins  # noqa: F401
 from sturdynet.attacks import create_attack
-from sturdynet.data.digits import DigitsParams, load_digits
 from sturdynet.models import build_model
-from sturdynet.train.config import TrainConfig
-from sturdynet.train.loop import fit
 
 torchattacks = pytest.importorskip("torchattacks")
 
 
 @pytest.fixture(scope="module")
-def trained():
-    data = load_digits(DigitsParams(), seed=0)
+def trained(digits, fit_on_digits):
     torch.manual_seed(0)  # the model's initial weights must not depend on which tests ran before
-    model = build_model("mlp", 1, 10, (8, 8), data.mean, data.std)
-    fit(model, data, TrainConfig(epochs=10, lr=0.05), seed=0)
-    model.eval()
-    x, y = data.test.x, data.test.y
-    with torch.no_grad():
-        clean = model(x).argmax(1) == y
-    assert clean.float().mean() > 0.9
-    return model, x, y, clean
+    return fit_on_digits(build_model("mlp", 1, 10, (8, 8), digits.mean, digits.std), 10)
 
 
 def robust_acc(model, x_adv, y, clean) -> float:
