@@ -11,7 +11,7 @@ from torch import nn
 from sturdynet.backdoor.check import BackdoorCheckParams, backdoor_check
 from sturdynet.backdoor.fine_pruning import FinePruning, FinePruningParams, mean_activations, pick_group
 from sturdynet.compress import CompressContext
-from sturdynet.config import ConfigError, from_dict
+from sturdynet.config import ConfigError
 from sturdynet.data import load_data
 from sturdynet.data.base import DataBundle, Split
 from sturdynet.data.poison import BackdoorSpec, PoisonParams, poison_arrays, poison_indices, poisoning_of

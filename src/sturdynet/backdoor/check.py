@@ -25,7 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from torch import nn
+
 from ..config import ConfigError
+from ..data.base import DataBundle
 from ..data.poison import BackdoorSpec, poisoning_of, spec_of
 from ..data.trigger import apply_trigger, patch_side
 from ..evaluate.base import CheckContext, SampleParams, eval_split, predict, summarize
@@ -39,7 +42,7 @@ class BackdoorCheckParams(SampleParams):
     trigger: Optional[BackdoorSpec] = None
 
 
-def resolve_trigger(data, given: Optional[BackdoorSpec]) -> Tuple[BackdoorSpec, str]:
+def resolve_trigger(data: DataBundle, given: Optional[BackdoorSpec]) -> Tuple[BackdoorSpec, str]:
     """The trigger to test and where it came from (``data.poison``, ``check`` or ``default``).
 
     Raises:
@@ -71,7 +74,7 @@ def describe(spec: BackdoorSpec, image_size: Tuple[int, int]) -> str:
 
 
 @CHECKS.register("backdoor", params=BackdoorCheckParams)
-def backdoor_check(model, data, params: BackdoorCheckParams, ctx: CheckContext) -> dict:
+def backdoor_check(model: nn.Module, data: DataBundle, params: BackdoorCheckParams, ctx: CheckContext) -> dict:
     """Attack success rate and triggered accuracy on the first ``samples`` test images."""
     spec, source = resolve_trigger(data, params.trigger)
     spec.validate(data.num_classes, data.input_size, "trigger")
