@@ -89,14 +89,22 @@ def test_payload_matches_theory_exactly(tmp_path, base, digits):
     assert info["file_bytes"] < info["payload_bytes"] + 40_000
 
 
-def test_binary_round_trip(tmp_path, base, digits):
+PRUNE80 = {"method": "prune.global_magnitude", "sparsity": 0.8}
+
+
+@pytest.mark.parametrize("raw", [[{"method": "binarize"}], [{"method": "binarize"}, PRUNE80],
+                                 [PRUNE80, {"method": "binarize"}]], ids=["binary", "binary+pruned", "pruned+binary"])
+def test_binary_round_trip(tmp_path, base, digits, raw):
+    """Pruned binary tensors keep their masks: +-alpha codes cannot hold the zeros, so they are stored sparse."""
     if "binarize" not in METHODS:
         pytest.skip("binary networks not installed")
-    model, loaded, info, blob, same = _round_trip(tmp_path, base, digits, [{"method": "binarize"}])
+    model, loaded, info, blob, same = _round_trip(tmp_path, base, digits, raw)
     assert same
-    assert any(e.get("bits") == 1 and e["kind"] == "packed" for e in blob["entries"])
+    packed1 = [e for e in blob["entries"] if e.get("bits") == 1 and e["kind"] == "packed"]
+    assert packed1 and all(e.get("sparse", False) == (len(raw) > 1) for e in packed1)
     size = compression_facts(model)["size_bytes"]
     assert abs(info["payload_bytes"] - size) <= 0.02 * size
+    assert compression_facts(loaded)["size_bytes"] == size
 
 
 def test_float16_is_smaller_and_close(tmp_path, base, digits):
@@ -157,12 +165,8 @@ def _grown_variant(digits, extra):
     return model, arch_of(spec, digits, steps)
 
 
-_BINARY_MASK_LOST = pytest.mark.xfail(strict=True, reason="known: a pruned 1-bit tensor is stored dense and its "
-                                      "mask rebuilt as value != 0, which +-alpha codes never are")
-
-
-@pytest.mark.parametrize("extra", [[], pytest.param([{"method": "prune.global_magnitude", "sparsity": 0.8}],
-                                                    marks=_BINARY_MASK_LOST)], ids=["grown", "grown+pruned"])
+@pytest.mark.parametrize("extra", [[], [{"method": "prune.global_magnitude", "sparsity": 0.8}]],
+                         ids=["grown", "grown+pruned"])
 def test_ra_bnn_grown_round_trip(tmp_path, digits, extra):
     """A packed export of a grown model reloads at the grown widths (as its checkpoint does), bit for bit."""
     from sturdynet.train.checkpoint import load_checkpoint, save_checkpoint

@@ -4,8 +4,9 @@ Every tensor of the deployed model counts: parameters and buffers, except prunin
 masks (counted as the sparse encoding's bitmask instead) and batch-norm's
 ``num_batches_tracked`` (a training counter). A layer tells its bit width through
 ``storage_bits(param)`` (quantized and binary layers do; float tensors count their
-dtype's width). A masked tensor is stored sparse when that is cheaper: its non-zeros
-at their bit width plus a bitmask of one bit per position.
+dtype's width). A masked tensor is stored sparse when that is cheaper — its non-zeros
+at their bit width plus a bitmask of one bit per position — and always when its codes
+cannot represent the pruned zeros (binary weights).
 """
 from __future__ import annotations
 
@@ -21,18 +22,32 @@ def _dtype_bits(t: torch.Tensor) -> int:
     return torch.finfo(t.dtype).bits if t.is_floating_point() else torch.iinfo(t.dtype).bits if t.dtype != torch.bool else 1
 
 
+def stored_sparse(module: nn.Module, name: str, per: int) -> bool:
+    """Whether ``module.<name>`` (``per`` bits per element) is stored sparse: bitmask + kept entries.
+
+    True when it has a pruning mask and that is cheaper than dense, or when the mask prunes
+    entries its quantizer's codes cannot hold (``zero_code = False``, e.g. binary ``+-alpha``:
+    stored dense, the mask could not be rebuilt as ``tensor != 0``).
+    """
+    mask = module._buffers.get(name + SUFFIX)
+    if mask is None:
+        return False
+    n, nnz = mask.numel(), int(mask.sum())
+    if nnz * per + n < n * per:
+        return True
+    finder = getattr(module, "quantizer_for", None)
+    q = finder(name) if callable(finder) else None
+    return nnz < n and q is not None and not getattr(q, "zero_code", True)
+
+
 def tensor_bits(module: nn.Module, name: str, t: torch.Tensor) -> int:
-    """Bits needed to store ``module.<name>`` as deployed (dense or sparse, the cheaper)."""
+    """Bits needed to store ``module.<name>`` as deployed (dense, or sparse: see :func:`stored_sparse`)."""
     hook = getattr(module, "storage_bits", None)
     per = hook(name) if callable(hook) else None
     per = _dtype_bits(t) if per is None else per
-    dense = t.numel() * per
-    mask = module._buffers.get(name + SUFFIX)
-    if mask is not None:
-        nnz = int(mask.sum())
-        sparse = nnz * per + t.numel()  # non-zeros + 1-bit-per-position bitmask
-        return min(dense, sparse)
-    return dense
+    if stored_sparse(module, name, per):
+        return int(module._buffers[name + SUFFIX].sum()) * per + t.numel()  # kept entries + bitmask
+    return t.numel() * per
 
 
 def compression_facts(model: nn.Module) -> Dict[str, float]:

@@ -20,7 +20,8 @@ within byte rounding per tensor):
   float16-rounded model, not the original, bit for bit);
 - bool tensors: 1 bit each; integer tensors: their raw bytes;
 - a tensor with a pruning mask (``<name>_mask``) is stored sparse when that is
-  cheaper: the mask as a bitmask plus only the kept entries (codes or floats); masks of
+  cheaper, or when its codes cannot represent 0 (binary; :func:`sturdynet.storage.stored_sparse`):
+  the mask as a bitmask plus only the kept entries (codes or floats); masks of
   densely stored tensors are not stored (on load they are rebuilt as ``tensor != 0``);
 - batch-norm's ``num_batches_tracked`` (a training counter) is not stored.
 
@@ -42,6 +43,7 @@ from torch import Tensor, nn
 
 from ..atomic import torch_save_atomic
 from ..prune.mask import SUFFIX
+from ..storage import stored_sparse
 from .bits import pack_bits, packed_nbytes, unpack_bits
 
 FORMAT = "sturdynet-packed"
@@ -122,8 +124,7 @@ def export_model(model: nn.Module, path: Union[str, Path], arch: Dict[str, Any],
             else:
                 e.update(kind="int")
                 values, per = t.reshape(-1), torch.iinfo(t.dtype).bits
-            n = t.numel()
-            if mask is not None and int(mask.sum()) * per + n < n * per:
+            if stored_sparse(m, name, per):
                 keep = mask.reshape(-1).to(values.device)
                 e["sparse"] = True
                 e["nnz"] = int(keep.sum())
@@ -213,7 +214,9 @@ def load_packed(path: Union[str, Path]) -> Tuple[nn.Module, Dict[str, Any]]:
                 q, bits = _quantizer(m, name)
                 codes = unpack_bits(data, e["bits"], count).to(t.device)
                 if keep is not None:
-                    full = q.encode(torch.zeros(shape, dtype=t.dtype, device=t.device)).reshape(-1).clone()
+                    # Pruned positions take code 0 (zeroed by the mask below); not q.encode(zeros),
+                    # which may refresh the quantizer's scales from its input (binary alpha).
+                    full = torch.zeros(n, dtype=codes.dtype, device=t.device)
                     full[keep.to(t.device)] = codes
                     codes = full
                 value = q.decode(codes.view(shape)).to(t.dtype)

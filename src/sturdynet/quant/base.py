@@ -22,6 +22,9 @@ that stores ``bits`` bits per element implements
   buffers (which the export stores as float tensors; ``storage.compression_facts``
   counts them the same way). A quantizer whose scale is derived from the latent
   tensor (e.g. mean|w|) must keep that scale in a buffer so that decoding is exact.
+- ``zero_code``: False when no code decodes to 0 (binary ``+-alpha``); a pruned tensor
+  of such a quantizer is then always stored sparse (its mask cannot be rebuilt as
+  ``tensor != 0``), in the export and in ``storage.compression_facts`` alike.
 """
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ class Quantizer(nn.Module):
     learned parameters)."""
 
     bits: int = 32
+    zero_code: bool = True  # some code decodes to exactly 0 (see the export protocol)
 
     def __init__(self) -> None:
         super().__init__()

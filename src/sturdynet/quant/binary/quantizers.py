@@ -69,6 +69,8 @@ class BinaryWeightQuantizer(_SignQuantizer):
         estimator: the sign estimator used in ``grad_mode="ste"``.
     """
 
+    zero_code = False  # codes decode to +-alpha: pruned zeros live in the layer's mask
+
     def __init__(self, channels: int, estimator: str = "clipped_ste", o: float = 1.0, eps: float = 0.1,
                  t: float = 1.5) -> None:
         super().__init__(estimator, o, eps, t)
