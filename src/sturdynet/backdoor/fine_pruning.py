@@ -35,7 +35,7 @@ from ..config import rng
 from ..data.base import DataBundle, Split, batches
 from ..prune.channel_groups import ChannelGroup
 from ..prune.mask import get_masks
-from ..prune.structured import _groups, compact, mask_channels, resize_to_state_dict
+from ..prune.structured import compact, mask_channels, prunable_groups, resize_to_state_dict
 from ..registry import METHODS
 from ..train.loop import evaluate_accuracy, fit
 
@@ -64,7 +64,7 @@ class FinePruningParams:
 
 def pick_group(model: nn.Module, layer: Optional[str]) -> ChannelGroup:
     """The channel group of ``layer``, or of the last prunable conv layer."""
-    groups = _groups(model)
+    groups = prunable_groups(model)
     if layer is not None:
         found = [g for g in groups if g.producer == layer]
         if not found:

@@ -222,7 +222,8 @@ def resize_to_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> 
     return model
 
 
-def _groups(model: nn.Module) -> List[ChannelGroup]:
+def prunable_groups(model: nn.Module) -> List[ChannelGroup]:
+    """The model's channel groups, refusing models without any or with quantized layers in them."""
     groups = find_groups(model)
     if not groups:
         raise ValueError("no prunable channel group found (see sturdynet.prune.channel_groups)")
@@ -240,7 +241,7 @@ def structured_prune(model: nn.Module, params: StructuredParams,
     The report gives the channels per group before / after and, when ``example`` (an
     input tensor or shape without batch) is given, params and MACs before / after.
     """
-    groups = _groups(model)
+    groups = prunable_groups(model)
     masked = copy.deepcopy(model)
     keep = select_channels(masked, groups, params)
     with torch.no_grad():
@@ -292,7 +293,7 @@ class StructuredPruning(CompressionMethod):
             raise ValueError("prepare cannot know the channel counts of scope 'global'; "
                              "use sturdynet.prune.structured.resize_to_state_dict(model, state_dict)")
         model = copy.deepcopy(model)
-        groups = _groups(model)
+        groups = prunable_groups(model)
         keep = {}
         for g in groups:
             if params.criterion == "bn" and g.norm is None:
