@@ -71,6 +71,24 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert set(metrics) == {"clean", "pgd"} and [c["eps"] for c in metrics["pgd"]["curve"]] == [0.1, 0.2]
     assert metrics["pgd"]["accuracy"] <= 1.0
     assert main(["evaluate", str(ck), "--check", "{check: pgd, eps: -1}"]) == 2
+    printed = capsys.readouterr().out
+    pgd = metrics["pgd"]
+    assert f"pgd: accuracy {pgd['accuracy']:.4f}" in printed
+    assert f"curve: eps=0.1: {pgd['curve'][0]['accuracy']:.4f}, eps=0.2: {pgd['curve'][1]['accuracy']:.4f}" in printed
+
+
+def test_evaluate_prints_per_attack_and_flags():
+    from sturdynet.cli.evaluate import describe
+
+    m = {"accuracy": 0.25, "eps": 0.1, "samples": 4, "curve": [{"eps": 0.1, "accuracy": 0.25},
+                                                              {"eps": 0.2, "accuracy": 0.0}],
+         "per_attack": {"apgd-ce:true": {"accuracy": 0.75}, "square": {"accuracy": 0.25}},
+         "flags": ["zero_gradients: gradient masking: 100% of samples"]}
+    assert describe("robust", m).splitlines() == [
+        "robust: accuracy 0.2500  eps=0.1  samples=4",
+        "  curve: eps=0.1: 0.2500, eps=0.2: 0.0000",
+        "  per attack: apgd-ce:true 0.7500, square 0.2500",
+        "  ! zero_gradients: gradient masking: 100% of samples"]
 
 
 def test_run_writes_report_and_resumes(tmp_path, capsys):

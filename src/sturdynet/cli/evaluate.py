@@ -21,6 +21,28 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def describe(check_id: str, m: dict) -> str:
+    """A check's metrics as terminal lines: accuracy and scalar facts, then the curve, the
+    per-attack accuracies (robust) and every flag, one per line."""
+    extras = {k: v for k, v in m.items() if k != "accuracy" and not isinstance(v, (list, dict))}
+    lines = [f"{check_id}: accuracy {m['accuracy']:.4f}  " + "  ".join(f"{k}={_fmt(v)}" for k, v in extras.items())]
+    curve = m.get("curve") or []
+    if len(curve) > 1:
+        x = next((k for k in curve[0] if k not in ("accuracy", "per_attack")), None)
+        if x is not None:
+            lines.append("  curve: " + ", ".join(f"{x}={_fmt(p[x])}: {p['accuracy']:.4f}" for p in curve))
+    per = m.get("per_attack")
+    if isinstance(per, dict) and per:
+        lines.append("  per attack: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in per.items()
+                                                 if isinstance(v, dict) and "accuracy" in v))
+    lines += [f"  ! {f}" for f in m.get("flags") or []]
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     import yaml
 
@@ -52,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
         m.pop("per_sample", None)
         out[c.id] = to_dict(m)
         ctx.results[c.id] = out[c.id]
-        extras = {k: v for k, v in out[c.id].items() if k != "accuracy" and not isinstance(v, (list, dict))}
-        print(f"{c.id}: accuracy {out[c.id]['accuracy']:.4f}  " + "  ".join(f"{k}={v}" for k, v in extras.items()))
+        print(describe(c.id, out[c.id]))
     if args.out:
         write_json_atomic(Path(args.out), {"checkpoint": str(args.checkpoint), "metrics": out})
     return 0
