@@ -18,6 +18,8 @@ FAST = {
     "apgd-t": {"steps": 4, "n_target_classes": 2},
     "square": {"n_queries": 15},
     "cw": {"steps": 5, "binary_steps": 2},
+    "fab": {"steps": 4, "restarts": 2},
+    "fab-t": {"steps": 3, "n_target_classes": 2, "restarts": 2},
     "autoattack": {"steps": 3, "n_target_classes": 2, "n_queries": 10},
     "transfer": {"attack_kwargs": {"steps": 2}},
 }

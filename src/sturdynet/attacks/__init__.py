@@ -4,7 +4,7 @@
 ``(x, y)`` returns adversarial examples in the eps-ball and in [0, 1].
 """
 from .base import Attack, dlr_loss, dlr_targeted_loss, lp_norm, margin, project
-from . import fgsm, pgd, cw, apgd, square, transfer, autoattack  # noqa: F401
+from . import fgsm, pgd, cw, apgd, fab, square, transfer, autoattack  # noqa: F401
 from .autoattack import AutoAttack, EnsembleResult, build_members
 
 

@@ -87,12 +87,7 @@ class APGD(Attack):
             else (lambda z: dlr_targeted_loss(z, y, target))
 
     def _start(self, x: Tensor) -> Tensor:
-        if self.norm == "linf":
-            t = 2 * self.rand_like(x) - 1
-            t = t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        else:
-            t = unit(self.randn_like(x))
-        return (x + self.eps * t).clamp(0, 1)
+        return (x + self.eps * self.sphere_like(x)).clamp(0, 1)
 
     def _dir(self, g: Tensor) -> Tensor:
         return g.sign() if self.norm == "linf" else unit(g)

@@ -84,6 +84,18 @@ def dlr_targeted_loss(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
     return -(zy - zt) / (srt[:, 0] - 0.5 * (srt[:, 2] + srt[:, 3]) + 1e-12)
 
 
+def _input_grad(loss: Tensor, inp: Tensor) -> Optional[Tensor]:
+    """Gradient of ``loss.sum()`` w.r.t. ``inp`` (None when unused); for a (N, L) loss the
+    per-column gradients stacked along dim 1."""
+    if loss.dim() == 1:
+        return torch.autograd.grad(loss.sum(), inp, allow_unused=True)[0]
+    cols = []
+    for j in range(loss.shape[1]):
+        g, = torch.autograd.grad(loss[:, j].sum(), inp, retain_graph=j + 1 < loss.shape[1], allow_unused=True)
+        cols.append(torch.zeros_like(inp) if g is None else g)
+    return torch.stack(cols, 1)
+
+
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU if it has neither)."""
     for t in model.parameters():
@@ -163,6 +175,14 @@ class Attack:
         """Standard normal noise shaped like ``x`` (on x's device)."""
         return torch.randn(x.shape, generator=self.generator).to(x.device)
 
+    def sphere_like(self, x: Tensor) -> Tensor:
+        """A random direction per sample, of unit norm in the attack's norm (L-inf:
+        uniform noise rescaled to L-inf norm 1; L2: a normalised Gaussian)."""
+        if self.norm == "linf":
+            t = 2 * self.rand_like(x) - 1
+            return t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+        return unit(self.randn_like(x))
+
     def randint(self, high: int, size: int, device: Optional[torch.device] = None) -> Tensor:
         """Integers in [0, high) from the attack's generator."""
         return torch.randint(high, (size,), generator=self.generator).to(device or self.device)
@@ -188,16 +208,16 @@ class Attack:
                  ) -> Tuple[Tensor, Tensor, Tensor]:
         """Mean over ``eot_iter`` passes of ``closure(inp) -> (per-sample loss, logits)``:
         returns (loss, gradient of the summed loss w.r.t. ``inp``, logits), detached.
-        ``inp`` must require grad; a loss that does not depend on it gives a zero gradient."""
+        A loss of shape (N, L) gives the jacobian (N, L, *inp.shape[1:]) instead (one
+        backward pass per column, one forward). ``inp`` must require grad; a loss that
+        does not depend on it gives a zero gradient."""
         loss_sum = grad_sum = logit_sum = None
         for _ in range(self.eot_iter):
             with torch.enable_grad():
                 loss, logits = closure(inp)
-                grad = None
-                if loss.requires_grad:
-                    grad, = torch.autograd.grad(loss.sum(), inp, allow_unused=True)
+                grad = _input_grad(loss, inp) if loss.requires_grad else None
             if grad is None:
-                grad = torch.zeros_like(inp)
+                grad = inp.new_zeros(tuple(loss.shape) + tuple(inp.shape[1:]))
             loss, logits = loss.detach(), logits.detach()
             if loss_sum is None:
                 loss_sum, grad_sum, logit_sum = loss, grad, logits
