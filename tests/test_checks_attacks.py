@@ -18,6 +18,7 @@ FAST = {
     "apgd": {"steps": 5},
     "square": {"n_queries": 30},
     "cw": {"steps": 10, "binary_steps": 2, "eps": [0.5, 1.0]},
+    "fab": {"steps": 5},
     "transfer": {"steps": 3},
     "robust": {"steps": 4, "n_target_classes": 2, "n_queries": 20},
 }

@@ -10,7 +10,8 @@ Unlike AutoAttack, the ensemble is gradient-mode aware: on models with quantized
 binarized layers each gradient attack runs once per gradient mode (true gradients of
 the deployed forward pass, then the straight-through estimator), and the
 gradient-free Square attack runs last. The default list is APGD-CE and APGD-T (with
-each gradient mode that applies) plus Square.
+each gradient mode that applies) plus Square; AutoAttack's standard set is
+``attacks=("apgd-ce", "apgd-t", "fab-t", "square")``.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ ENTRIES: Dict[str, Tuple[str, dict]] = {
     "apgd-ce": ("apgd", {"loss": "ce"}),
     "apgd-dlr": ("apgd", {"loss": "dlr"}),
     "apgd-t": ("apgd-t", {"loss": "dlr"}),
+    "fab": ("fab", {}),
+    "fab-t": ("fab-t", {}),
     "pgd": ("pgd", {}),
     "fgsm": ("fgsm", {}),
     "square": ("square", {}),
@@ -142,8 +145,8 @@ class AutoAttack(Attack):
     Args:
         attacks: ensemble entries (see ``ENTRIES``), gradient attacks then Square.
         grad_modes: gradient modes for the gradient attacks (None: automatic).
-        steps: iterations of APGD / PGD members.
-        n_target_classes: target classes of APGD-T.
+        steps: iterations of APGD / PGD / FAB members.
+        n_target_classes: target classes of APGD-T and FAB-T.
         n_queries: query budget of Square.
         cascade: run each member only on points still robust (AutoAttack).
         overrides: per entry, extra keyword arguments (e.g. ``{"square": {"p_init": 0.3}}``).
@@ -162,7 +165,8 @@ class AutoAttack(Attack):
         if steps < 1 or n_target_classes < 1 or n_queries < 1:
             raise ValueError("steps, n_target_classes and n_queries must be >= 1")
         base = {"apgd": {"steps": steps}, "apgd-t": {"steps": steps, "n_target_classes": n_target_classes},
-                "pgd": {"steps": steps}, "square": {"n_queries": n_queries}}
+                "pgd": {"steps": steps}, "square": {"n_queries": n_queries}, "fab": {"steps": steps},
+                "fab-t": {"steps": steps, "n_target_classes": n_target_classes}}
         self.members = build_members(model, attacks, grad_modes, overrides)
         for m in self.members:
             m.kwargs = {**base.get(m.attack, {}), **m.kwargs}

@@ -152,6 +152,8 @@ class Attack:
         self.seed = seed
         self.eot_iter = eot_iter
         self.generator: Optional[torch.Generator] = None
+        self.min_norms: Optional[Tensor] = None  # minimum-norm attacks: per sample, after a call
+        self._norms: list = []
 
     # -- to implement -------------------------------------------------------------
     def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
@@ -186,6 +188,11 @@ class Attack:
     def randint(self, high: int, size: int, device: Optional[torch.device] = None) -> Tensor:
         """Integers in [0, high) from the attack's generator."""
         return torch.randint(high, (size,), generator=self.generator).to(device or self.device)
+
+    def record_norms(self, norms: Tensor) -> None:
+        """Minimum-norm attacks: record one batch's smallest adversarial norms (inf: none
+        found); ``min_norms`` holds them all, on the CPU, after the call."""
+        self._norms.append(norms)
 
     def loss_and_grad(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
         """Per-sample loss ``fn(logits)``, its gradient w.r.t. ``x``, and the logits.
@@ -283,6 +290,7 @@ class Attack:
     def __call__(self, x: Tensor, y: Tensor, target: Optional[Tensor] = None) -> Tensor:
         """Adversarial examples for ``x`` (labels ``y``; ``target`` in targeted mode)."""
         self._check_inputs(x, y, target)
+        self._norms, self.min_norms = [], None
         if self.eps == 0 or x.shape[0] == 0:
             return x.detach().clone()
         was = self.model.training
@@ -301,5 +309,6 @@ class Attack:
         finally:
             self.model.train(was)
         x_adv = torch.cat(outs)
+        self.min_norms = torch.cat(self._norms).cpu() if self._norms else None
         self.check_result(x.detach(), x_adv)
         return x_adv

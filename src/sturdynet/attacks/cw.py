@@ -56,8 +56,6 @@ class CW(Attack):
         self.kappa = float(kappa)
         self.lr = float(lr)
         self.abort_early = abort_early
-        self.min_norms: Optional[Tensor] = None
-        self._norms: list = []
 
     def _margin(self, logits: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
         """``f`` before clamping: negative when the goal is reached."""
@@ -108,16 +106,10 @@ class CW(Attack):
             upper = torch.where(found, torch.minimum(upper, c), upper)
             lower = torch.where(found, lower, torch.maximum(lower, c))
             c = torch.where(found | (upper < 1e9), (lower + upper) / 2, c * 10)
-        self._norms.append(best_l2)
+        self.record_norms(best_l2)
         if self.eps == float("inf"):
             return best_adv
         return torch.where((best_l2 <= self.eps).view(-1, 1, 1, 1), best_adv, to_ball(x, best_adv, self.eps, "l2"))
 
     def _reached(self, logits: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
         return self.success(logits, y, target)
-
-    def __call__(self, x: Tensor, y: Tensor, target: Optional[Tensor] = None) -> Tensor:
-        self._norms = []
-        out = super().__call__(x, y, target)
-        self.min_norms = torch.cat(self._norms).cpu() if self._norms else None
-        return out

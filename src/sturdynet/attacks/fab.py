@@ -20,11 +20,15 @@ the iterate takes the backward step ``x_0 + beta (x_(k+1) - x_0)``, ``beta = 0.9
 Restarts after the first start at a random point on the sphere of radius
 ``min(best, eps) / 2`` around ``x_0`` (clipped to the box); as in AutoAttack they run
 only on the points whose smallest adversarial example so far is longer than ``eps``.
+With ``eps = inf`` (a minimum-norm search, like the authors' standalone FAB) every run
+and every target covers every sample, keeping the smallest norm.
 
 FAB-T (``"fab-t"``) linearises only ``z_t - z_y`` for the target ``t``, taken in turn
 from the ``n_target_classes`` most likely wrong classes at ``x_0``; success is any
 misclassification. The targeted mode of ``"fab"`` (``targeted=True``) linearises
-``z_t - max_(j != t) z_j`` and succeeds when the prediction is ``t``.
+``z_t - max_(j != t) z_j`` and succeeds when the prediction is ``t``; where ``t``'s
+region is a narrow wedge the step can oscillate between two rivals of ``t`` (measured:
+about 85% of the targets ``(y + 3) mod 10`` reached on a digits CNN, unbounded).
 
 Returned: for each sample the smallest adversarial example found when its norm is at
 most ``eps``, otherwise the clean input (``eps = inf`` returns every adversarial example
@@ -43,7 +47,7 @@ test above are ours (the authors' targeted FAB is FAB-T). L1 is not implemented.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -112,8 +116,6 @@ class FAB(Attack):
         self.alpha_max = float(alpha_max)
         self.eta = float(eta)
         self.beta = float(beta)
-        self.min_norms: Optional[Tensor] = None
-        self._norms: list = []
 
     # -- the linearisation --------------------------------------------------------------
     def hyperplanes(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
@@ -172,10 +174,10 @@ class FAB(Attack):
         return (x0 + 0.5 * radius.view(-1, *([1] * (x0.dim() - 1))) * self.sphere_like(x0)).clamp(0, 1)
 
     def search(self, x: Tensor, y: Tensor, target: Optional[Tensor], best: Tensor, best_adv: Tensor) -> None:
-        """``restarts`` runs on the samples not yet fooled within eps, the first from ``x``
-        itself (updates ``best`` / ``best_adv`` in place)."""
+        """``restarts`` runs, the first from ``x`` itself, on the samples not yet fooled within
+        eps (``eps = inf``: on all but those adversarial at ``x``); updates in place."""
         for r in range(self.restarts):
-            todo = ((best > self.eps) | torch.isinf(best)).nonzero().flatten()
+            todo = ((best > 0) if math.isinf(self.eps) else (best > self.eps)).nonzero().flatten()
             if todo.numel() == 0:
                 return
             b, ba = best[todo], best_adv[todo]
@@ -192,19 +194,13 @@ class FAB(Attack):
         return logits, best, x.clone()
 
     def _finish(self, x: Tensor, best: Tensor, best_adv: Tensor) -> Tensor:
-        self._norms.append(best)
+        self.record_norms(best)
         return torch.where((best <= self.eps).view(-1, *([1] * (x.dim() - 1))), best_adv, x)
 
     def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
         _, best, best_adv = self._init(x, y, target)
         self.search(x, y, target if self.targeted else None, best, best_adv)
         return self._finish(x, best, best_adv)
-
-    def __call__(self, x: Tensor, y: Tensor, target: Optional[Tensor] = None) -> Tensor:
-        self._norms = []
-        out = super().__call__(x, y, target)
-        self.min_norms = torch.cat(self._norms).cpu() if self._norms else None
-        return out
 
 
 @ATTACKS.register("fab-t")

@@ -20,7 +20,7 @@ from ..attacks import Attack
 from ..config import rng
 from ..data.base import Split
 from ..nn.grad_mode import has_estimators
-from .base import CheckContext, SampleParams, correct_mask, summarize
+from .base import CheckContext, SampleParams, correct_mask, eval_split, summarize
 from . import masking
 
 
@@ -103,3 +103,43 @@ def finish(model: nn.Module, split: Split, params: AttackParams, ctx: CheckConte
         flags += masking.compare_flags(metrics, {k: v for k, v in ctx.results.items()}, params.tolerance)
     metrics["flags"] = masking.dedupe(flags)
     return metrics
+
+
+def min_norm_check(model: nn.Module, data, params: AttackParams, ctx: CheckContext, *, attack: str, label: str,
+                   make: Callable[[], Attack], hint: str, grad_mode: str) -> dict:
+    """Robust accuracy at every eps from one run of a minimum-norm attack.
+
+    ``make()`` builds the attack (it sets ``min_norms`` after a call, inf where it found
+    nothing); it runs once on the clean-correct points. A returned example within the
+    attack's eps must fool the model (checked by a forward pass), or its norm is dropped;
+    a sample is robust at ``eps`` when its smallest adversarial norm exceeds ``eps``.
+    Adds ``median_<norm>`` (over the points where an example was found) and
+    ``found_fraction``, and flags ``unbounded_attack_failed`` below ``1 - tolerance``.
+    """
+    split = eval_split(data, params.samples)
+    clean = correct_mask(model, split.x, split.y, params.batch_size)
+    norms = torch.full((len(split),), float("inf"))
+    idx = clean.nonzero().flatten()
+    if idx.numel():
+        atk = make()
+        x_adv = atk(split.x[idx], split.y[idx])
+        fooled = ~correct_mask(model, x_adv, split.y[idx], params.batch_size)
+        found = atk.min_norms.clone() if atk.min_norms is not None else torch.full((idx.numel(),), float("inf"))
+        found[~fooled & (found <= atk.eps)] = float("inf")
+        norms[idx] = found
+    curve, first = [], None
+    for eps in eps_list(params.eps):
+        ok = clean & (norms > eps)
+        curve.append({"eps": eps, "accuracy": float(ok.float().mean()) if ok.numel() else 0.0})
+        if first is None:
+            first = ok
+    finite = norms[idx][torch.isfinite(norms[idx])] if idx.numel() else torch.zeros(0)
+    extra = {f"median_{params.norm}": float(finite.median()) if finite.numel() else None,
+             "found_fraction": float(finite.numel() / max(1, idx.numel()))}
+    flags = []
+    if params.masking_checks and idx.numel() and extra["found_fraction"] < 1 - params.tolerance:
+        flags.append(f"unbounded_attack_failed: possible gradient masking: unbounded {label} found adversarial "
+                     f"examples for only {extra['found_fraction']:.1%} of the clean-correct points (an unbounded "
+                     f"attack should reach 100%); {hint}")
+    return finish(model, split, params, ctx, attack=attack, clean=clean, robust=first, curve=curve,
+                  grad_mode=grad_mode, extra=extra, flags=flags)

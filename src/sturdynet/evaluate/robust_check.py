@@ -3,7 +3,9 @@
 Default ensemble: APGD-CE and APGD-T, each with true gradients and (on models with
 quantized or binarized layers) with the straight-through estimator, then the
 gradient-free Square attack; in cascade mode each runs only on the points still
-robust. ``accuracy`` is the per-sample worst case at the first eps.
+robust. ``accuracy`` is the per-sample worst case at the first eps. AutoAttack's
+standard set is ``attacks: [apgd-ce, apgd-t, fab-t, square]`` (FAB-T: ``steps``
+iterations against ``n_target_classes`` targets).
 
 ``per_attack[label]`` holds ``accuracy`` (cascade: the robust accuracy after the
 attacks up to and including this one, AutoAttack's convention; ``cascade: false``:
@@ -36,8 +38,8 @@ class RobustParams(AttackParams):
     """``grad_modes`` empty (default) means automatic: true, plus ste on models with
     estimators. ``grad_mode`` (shared field) is not used here."""
 
-    attacks: Tuple[Literal["apgd-ce", "apgd-dlr", "apgd-t", "pgd", "fgsm", "square"], ...] = ("apgd-ce", "apgd-t",
-                                                                                            "square")
+    attacks: Tuple[Literal["apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "pgd", "fgsm", "square"], ...] = (
+        "apgd-ce", "apgd-t", "square")
     grad_modes: Tuple[Literal["true", "ste"], ...] = ()
     steps: int = rng(1, None, default=100)
     n_target_classes: int = rng(1, None, default=9)

@@ -8,7 +8,7 @@ DASH = "—"
 
 #: display names of checks (by registered check name); unknown checks show their id
 CHECK_LABELS = {
-    "clean": "Clean", "pgd": "PGD", "fgsm": "FGSM", "apgd": "APGD", "cw": "C&W", "square": "Square",
+    "clean": "Clean", "pgd": "PGD", "fgsm": "FGSM", "apgd": "APGD", "cw": "C&W", "fab": "FAB", "square": "Square",
     "autoattack": "AutoAttack", "transfer": "Transfer attack", "robust": "Robust (worst case)",
     "bfa": "Bit-flip attack", "ber": "Bit-error rate", "random_flips": "Random bit flips",
     "faults": "Hardware faults", "corruptions": "Corruptions", "backdoor": "Backdoor",
