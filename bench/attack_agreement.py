@@ -13,24 +13,14 @@ import torchattacks
 
 import sturdynet.plugins  # noqa: F401
 from sturdynet.attacks import create_attack
-from sturdynet.data.digits import DigitsParams, load_digits
-from sturdynet.models import build_model
-from sturdynet.train.config import TrainConfig
-from sturdynet.train.loop import fit
+from common import digits_mlp, robust_pct  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
 def main() -> None:
-    data = load_digits(DigitsParams(), seed=0)
-    model = build_model("mlp", 1, 10, (8, 8), data.mean, data.std)
-    fit(model, data, TrainConfig(epochs=10, lr=0.05), seed=0)
-    model.eval()
-    x, y = data.test.x, data.test.y
-    with torch.no_grad():
-        clean = model(x).argmax(1) == y
+    model, x, y, clean = digits_mlp()
 
     def acc(adv):
-        with torch.no_grad():
-            return 100 * float(((model(adv).argmax(1) == y) & clean).float().mean())
+        return robust_pct(model, adv, y, clean)
 
     print(f"clean accuracy {100 * float(clean.float().mean()):.1f}%, {len(y)} test images\n")
     print("| attack | eps | sturdynet | torchattacks | difference |")

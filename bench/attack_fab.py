@@ -1,7 +1,7 @@
 """FAB / FAB-T: agreement with torchattacks and minimal norms vs C&W, on digits.
 
-The model and data of ``bench/attack_agreement.py`` (an ``mlp`` trained 10 epochs on
-digits, the 359 test images). Robust accuracy of sturdynet's FAB and FAB-T (100 steps,
+The model of ``bench/attack_agreement.py`` (an ``mlp`` trained 10 epochs on digits,
+here from seeded initial weights), the 359 test images. Robust accuracy of sturdynet's FAB and FAB-T (100 steps,
 one restart, 9 targets: AutoAttack's standard FAB-T) against torchattacks' at each
 eps; then the median smallest adversarial norm over the clean-correct images found by
 one unbounded run of FAB, FAB-T and C&W-L2 (9 binary steps x 100, lr 0.1, c_init 0.1).
@@ -17,27 +17,16 @@ import torchattacks
 
 import sturdynet.plugins  # noqa: F401
 from sturdynet.attacks import create_attack
-from sturdynet.data.digits import DigitsParams, load_digits
-from sturdynet.models import build_model
-from sturdynet.train.config import TrainConfig
-from sturdynet.train.loop import fit
+from common import digits_mlp, robust_pct  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 STEPS = 100
 
 
 def main() -> None:
-    torch.manual_seed(0)
-    data = load_digits(DigitsParams(), seed=0)
-    model = build_model("mlp", 1, 10, (8, 8), data.mean, data.std)
-    fit(model, data, TrainConfig(epochs=10, lr=0.05), seed=0)
-    model.eval()
-    x, y = data.test.x, data.test.y
-    with torch.no_grad():
-        clean = model(x).argmax(1) == y
+    model, x, y, clean = digits_mlp(seed=0)
 
     def acc(adv):
-        with torch.no_grad():
-            return 100 * float(((model(adv).argmax(1) == y) & clean).float().mean())
+        return robust_pct(model, adv, y, clean)
 
     print(f"clean accuracy {100 * float(clean.float().mean()):.1f}%, {len(y)} test images, {STEPS} steps\n")
     print("| attack | norm | eps | sturdynet | torchattacks | difference | time ours / theirs (s) |")

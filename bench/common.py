@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: the CIFAR-10 subset loader, JSON-lines logging, step timing."""
+"""Shared by the benchmark scripts: the CIFAR-10 subset loader, the digits attack model, JSON-lines
+logging, step timing."""
 from __future__ import annotations
 
 import copy
@@ -31,6 +32,37 @@ def log(path: Path, row: dict) -> None:
     with Path(path).open("a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
+
+
+def digits_mlp(seed: Optional[int] = None) -> Tuple[Any, Any, Any, Any]:
+    """The attack benchmarks' model: an ``mlp`` trained 10 epochs (lr 0.05) on digits, in eval
+    mode, with the test images, labels and clean-correct mask. ``seed`` seeds the initial
+    weights (None: the global generator as it is)."""
+    import torch
+
+    from sturdynet.data.digits import DigitsParams, load_digits
+    from sturdynet.models import build_model
+    from sturdynet.train.config import TrainConfig
+    from sturdynet.train.loop import fit
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    data = load_digits(DigitsParams(), seed=0)
+    model = build_model("mlp", 1, 10, (8, 8), data.mean, data.std)
+    fit(model, data, TrainConfig(epochs=10, lr=0.05), seed=0)
+    model.eval()
+    x, y = data.test.x, data.test.y
+    with torch.no_grad():
+        clean = model(x).argmax(1) == y
+    return model, x, y, clean
+
+
+def robust_pct(model: nn.Module, adv: Any, y: Any, clean: Any) -> float:
+    """Robust accuracy in %: clean-correct and still correct on ``adv``."""
+    import torch
+
+    with torch.no_grad():
+        return 100 * float(((model(adv).argmax(1) == y) & clean).float().mean())
 
 
 def cifar_data(subset: Mapping[str, Optional[int]], seed: int = 0, path: Optional[str] = None,
