@@ -206,8 +206,8 @@ class FAB(Attack):
 @ATTACKS.register("fab-t")
 class FABT(FAB):
     """FAB-T (AutoAttack): FAB against the ``n_target_classes`` most likely wrong classes
-    in turn, each with ``restarts`` runs on the points not yet fooled within eps
-    (untargeted overall: success means any wrong class).
+    in turn, each with ``restarts`` runs on the points not yet fooled within eps (all
+    points when ``eps = inf``); untargeted overall: success means any wrong class.
 
     Args:
         n_target_classes: how many target classes to try (AutoAttack uses 9).
