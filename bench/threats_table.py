@@ -1,8 +1,8 @@
 """The threat-frontier table of a run of ``recipes/threats-*.yaml``, from its results.json.
 
 One row per variant: size, clean accuracy, the robust ensemble's worst case and its
-true-gradient-only accuracy at each eps, bit-flip attack (mean flips to random guess and
-accuracy after ``accuracy_at`` flips), accuracy at each bit-error rate, mean corruption
+true-gradient-only accuracy at the first eps, bit-flip attack (mean flips to random guess,
+a lower bound marked ">=" when some trial hit ``max_flips``, and accuracy after ``accuracy_at`` flips), accuracy at each bit-error rate, mean corruption
 accuracy, certified accuracy at each radius.
 
     sturdynet run recipes/threats-cifar10.yaml --out bench/logs/threats_cifar10
@@ -34,7 +34,10 @@ def row(v: dict) -> tuple:
     if b:
         f = b.get("flips_to_random", {})
         heads += ["BFA flips to random", f"BFA acc @ {b['flips']} flips"]
-        cells += [f"{f.get('mean', 0):.1f} ± {f.get('std', 0):.1f}", pct(b["accuracy"])]
+        ftr = f"{f.get('mean', 0):.1f} ± {f.get('std', 0):.1f}"
+        if f.get("censored"):  # some trial stopped at max_flips: the mean is a lower bound
+            ftr = f"≥ {f.get('mean', 0):.1f} ({f.get('reached')}/{f.get('trials')} reached)"
+        cells += [ftr, pct(b["accuracy"])]
     e = m.get("ber")
     if e:
         for p in e["curve"]:
