@@ -268,3 +268,16 @@ def test_formatting_known_answers():
         "prune.global_magnitude(sparsity=0.8) + quant.uniform(bits=4, per_channel=true, …)"
     assert fmt_method("quant.uniform", {"bits": 4, "act_bits": None, "mode": "ptq"}) == \
         "quant.uniform (bits=4, mode=ptq)"
+
+
+def test_label_offsets_keep_labels_apart_and_inside():
+    from sturdynet.report.plots import label_offsets
+
+    pts = [("a", 10_000, 1.0), ("b", 10_300, 0.99), ("c", 12_000, 1.0), ("far", 160_000, 1.0), ("low", 10_000, 0.3)]
+    off = label_offsets(pts)
+    ys = [100 * acc + o for (_, _, acc), o in zip(pts, off)]
+    assert all(-2 <= y <= 97 for y in ys)
+    near = ys[:3]  # within one octave of each other: at least one step apart
+    assert all(abs(a - b) >= 6 for i, a in enumerate(near) for b in near[i + 1:])
+    assert off[3] == -6.0  # alone: only the axis top moves it
+    assert off[4] == 1.5  # far below the others: no move

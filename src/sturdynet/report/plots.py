@@ -74,14 +74,38 @@ def _bytes_axis(ax, sizes: Sequence[float]) -> None:
     ax.set_xlabel("model size (packed, log scale)")
 
 
+def label_offsets(pts: List[Tuple[str, float, float]], near_x: float = 1.0, step: float = 6.0) -> List[float]:
+    """Vertical offsets (accuracy %) that keep point labels apart and inside the axes.
+
+    Each label takes the first of +1.5, -step, +1.5 + step, -2 step, ... (points of accuracy
+    from its point) that keeps it ``step`` away from every earlier label within ``near_x``
+    octaves of size (a label is about one octave wide on the log2 size axis) and its
+    baseline within [-2, 97] %.
+    """
+    placed: List[Tuple[float, float]] = []
+    out = []
+    for _, size, acc in pts:
+        x, y0 = math.log2(max(size, 1e-9)), 100 * acc
+        tries = [1.5] + [o for k in range(1, 12) for o in (-k * step, 1.5 + k * step)]
+        ok = [o for o in tries if -2 <= y0 + o <= 97
+              and not any(abs(x - px) < near_x and abs(y0 + o - py) < step for px, py in placed)]
+        off = ok[0] if ok else 1.5
+        placed.append((x, y0 + off))
+        out.append(off)
+    return out
+
+
 def _labelled_points(ax, pts: List[Tuple[str, float, float]], palette: _Palette, marker: Optional[str] = None,
                      label_points: bool = True, hollow: bool = False) -> None:
-    for name, size, acc in pts:
+    offsets = label_offsets(pts)
+    for (name, size, acc), off in zip(pts, offsets):
         color, m = palette(name)
         ax.scatter([size], [100 * acc], color="none" if hollow else color, edgecolors=color, marker=marker or m,
                    s=46, zorder=3, linewidths=1.4)
         if label_points:
-            ax.annotate(name, (size, 100 * acc), textcoords="offset points", xytext=(5, 5), fontsize=8, color=color)
+            ax.annotate(name, (size, 100 * acc), xytext=(size * 2 ** 0.08, 100 * acc + off), textcoords="data",
+                        fontsize=8, color=color, va="bottom",
+                        arrowprops=dict(arrowstyle="-", color=color, lw=0.5, alpha=0.6) if abs(off) > 3 else None)
 
 
 def size_plot(view: RunView, cid: str, path: Path, palette: _Palette) -> bool:
