@@ -26,14 +26,13 @@ import torch
 import sturdynet.plugins  # noqa: F401
 from sturdynet.compress import CompressContext, run_steps
 from sturdynet.config import component, from_dict
-from sturdynet.data import load_data
 from sturdynet.evaluate import CheckContext
 from sturdynet.recipe import load_recipe, parse_recipe
-from sturdynet.registry import CHECKS, DATASETS, METHODS
+from sturdynet.registry import CHECKS, METHODS
 from sturdynet.train.config import TrainConfig
 from sturdynet.train.loop import evaluate_accuracy, fit
+from common import cifar_data  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-CIFAR = str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz")
 INT8 = {"method": "quant.uniform", "bits": 8, "act_bits": 8, "mode": "ptq"}
 
 
@@ -72,9 +71,7 @@ def digits(args) -> dict:
 def cifar(args) -> dict:
     from sturdynet.train.checkpoint import load_checkpoint
 
-    dspec = component(DATASETS, {"name": "imagefolder", "path": CIFAR, "augment": "crop_flip",
-                                 "subset": {"train": args.train, "val": 500, "test": 2000}}, "data")
-    data = load_data(dspec, 0)
+    data, _ = cifar_data({"train": args.train, "val": 500, "test": 2000})
     base, _ = load_checkpoint(args.ckpt)
     base.eval()
     ft = from_dict(TrainConfig, {"epochs": args.binary_epochs, "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4})
