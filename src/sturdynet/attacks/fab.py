@@ -133,10 +133,6 @@ class FAB(Attack):
         f, g, _ = self.eot_grad(x.detach().requires_grad_(True), closure)
         return f, g.flatten(2)
 
-    def reached(self, logits: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
-        pred = logits.argmax(1)
-        return pred == target if self.targeted else pred != y
-
     # -- one run -------------------------------------------------------------------------
     def run_once(self, x0: Tensor, y: Tensor, target: Optional[Tensor], start: Tensor,
                  best: Tensor, best_adv: Tensor) -> None:
@@ -158,7 +154,7 @@ class FAB(Attack):
             a1, a0 = lp_norm(d1, self.norm).clamp_min(1e-8), lp_norm(d0, self.norm).clamp_min(1e-8)
             alpha = (a1 / (a1 + a0)).clamp(0, self.alpha_max)[:, None]
             x1 = ((1 - alpha) * (x1 + self.eta * d1) + alpha * (flat0 + self.eta * d0)).clamp(0, 1)
-            adv = self.reached(self.logits(x1.view_as(x0)), y, target if self.targeted else None)
+            adv = self.success(self.logits(x1.view_as(x0)), y, target)
             size = lp_norm(x1 - flat0, self.norm)
             better = adv & (size < best)
             best[better] = size[better]
@@ -189,7 +185,7 @@ class FAB(Attack):
         logits = self.logits(x)
         if logits.shape[1] < 2:
             raise ValueError(f"{self.name} needs at least 2 classes, got {logits.shape[1]}")
-        done = self.reached(logits, y, target)
+        done = self.success(logits, y, target)
         best = torch.where(done, 0.0, math.inf).to(x.dtype)
         return logits, best, x.clone()
 

@@ -31,9 +31,10 @@ import torch
 from torch import Tensor, nn
 
 from ..compress import CompressContext, CompressionMethod
+from ..evaluate.base import predict
 from ..config import rng
-from ..data.base import DataBundle, Split, batches
-from ..prune.channel_groups import ChannelGroup
+from ..data.base import DataBundle, Split
+from ..prune.channel_groups import ChannelGroup, out_channels
 from ..prune.mask import get_masks
 from ..prune.structured import compact, mask_channels, prunable_groups, resize_to_state_dict
 from ..registry import METHODS
@@ -86,7 +87,7 @@ def _channels(x: Tensor, c: int) -> Tensor:
 def mean_activations(model: nn.Module, group: ChannelGroup, x: Tensor, batch_size: int = 512) -> Tensor:
     """Mean activation of each channel of ``group`` over images ``x``, taken at the input
     of the layer that reads the channels (float64, one value per channel)."""
-    c = _n_channels(model, group)
+    c = out_channels(model.get_submodule(group.producer))
     total = torch.zeros(c, dtype=torch.float64)
     consumer = model.get_submodule(group.consumers[0][0])
 
@@ -94,21 +95,11 @@ def mean_activations(model: nn.Module, group: ChannelGroup, x: Tensor, batch_siz
         total.add_(_channels(inp[0], c).double().mean(2).sum(0).cpu())
 
     hook = consumer.register_forward_pre_hook(record)
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
     try:
-        for xb, _ in batches(Split(x, torch.zeros(len(x), dtype=torch.long)), batch_size):
-            model(xb.to(device))
+        predict(model, x, batch_size)  # the hook records; the logits are not needed
     finally:
         hook.remove()
-        model.train(was)
     return total / max(1, len(x))
-
-
-def _n_channels(model: nn.Module, group: ChannelGroup) -> int:
-    prod = model.get_submodule(group.producer)
-    return prod.out_channels if isinstance(prod, nn.Conv2d) else prod.out_features
 
 
 def accuracy_without(model: nn.Module, group: ChannelGroup, dead: Tensor, split: Split) -> float:
@@ -207,7 +198,7 @@ class FinePruning(CompressionMethod):
         model = copy.deepcopy(model)
         group = pick_group(model, params.layer)
         with torch.no_grad():
-            mask_channels(model, [group], {group.producer: torch.ones(_n_channels(model, group), dtype=torch.bool)})
+            mask_channels(model, [group], {group.producer: torch.ones(out_channels(model.get_submodule(group.producer)), dtype=torch.bool)})
         return model
 
     def prepare_for_state(self, model: nn.Module, params: FinePruningParams, state_dict) -> nn.Module:

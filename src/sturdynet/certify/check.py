@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ..config import rng
-from ..evaluate.base import CheckContext, SampleParams, correct_mask, eval_split, summarize
+from ..evaluate.base import CheckContext, SampleParams, correct_mask, eval_split, summarize, value_list
 from ..registry import CHECKS
 from .smoothing import Certificate, SmoothedClassifier
 
@@ -55,14 +55,6 @@ class CertifyParams(SampleParams):
     def __post_init__(self) -> None:
         if isinstance(self.sigma, tuple) and not self.sigma:
             raise ValueError("sigma: must name at least one value")
-
-
-def sigma_list(sigma: Union[float, Tuple[float, ...]]) -> Tuple[float, ...]:
-    """``sigma`` as a non-empty tuple of floats."""
-    out = tuple(float(s) for s in sigma) if isinstance(sigma, (tuple, list)) else (float(sigma),)
-    if not out:
-        raise ValueError("sigma must name at least one value")
-    return out
 
 
 def radius_grid(radii: Tuple[float, ...]) -> List[float]:
@@ -96,7 +88,7 @@ def certify_check(model, data, params: CertifyParams, ctx: CheckContext) -> dict
     split = eval_split(data, params.samples)
     radii = radius_grid(params.radii)
     blocks, first = [], None
-    for sigma in sigma_list(params.sigma):
+    for sigma in value_list(params.sigma, "sigma"):
         smoothed = SmoothedClassifier(model, sigma, batch_size=params.batch_size, seed=ctx.seed)
         cert = smoothed.certify(split.x, params.n0, params.n, params.alpha)
         blocks.append(summarize_sigma(sigma, cert, split.y, radii))

@@ -20,7 +20,7 @@ from ..attacks import Attack
 from ..config import rng
 from ..data.base import Split
 from ..nn.grad_mode import has_estimators
-from .base import CheckContext, SampleParams, correct_mask, eval_split, summarize
+from .base import CheckContext, SampleParams, correct_mask, eval_split, summarize, value_list
 from . import masking
 
 
@@ -46,10 +46,7 @@ class AttackParams(SampleParams):
 
 def eps_list(eps) -> Tuple[float, ...]:
     """``eps`` as a non-empty tuple of floats."""
-    out = tuple(float(e) for e in eps) if isinstance(eps, (tuple, list)) else (float(eps),)
-    if not out:
-        raise ValueError("eps must name at least one value")
-    return out
+    return value_list(eps, "eps")
 
 
 def resolve_grad_mode(model: nn.Module, mode: str) -> str:

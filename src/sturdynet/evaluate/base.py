@@ -9,7 +9,7 @@ per-sample worst case.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +45,15 @@ class SampleParams:
 
     samples: Optional[int] = rng(1, None, default=None)
     batch_size: int = rng(1, None, default=256)
+
+
+def value_list(value, name: str) -> Tuple[float, ...]:
+    """A check field that takes one number or a list (``eps``, ``sigma``) as a non-empty
+    tuple of floats."""
+    out = tuple(float(v) for v in value) if isinstance(value, (tuple, list)) else (float(value),)
+    if not out:
+        raise ValueError(f"{name} must name at least one value")
+    return out
 
 
 def eval_split(data: DataBundle, samples: Optional[int]) -> Split:

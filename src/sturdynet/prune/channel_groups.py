@@ -53,7 +53,8 @@ class ChannelGroup:
     consumers: List[Tuple[str, int]] = field(default_factory=list)
 
 
-def _out_channels(m: nn.Module) -> int:
+def out_channels(m: nn.Module) -> int:
+    """Output channels of a conv layer, output features of a linear one."""
     return m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
 
 
@@ -107,7 +108,7 @@ def _chain_group(prefix: str, children: List[Tuple[str, nn.Module]], i: int) -> 
     pname, prod = children[i]
     if isinstance(prod, nn.Conv2d) and prod.groups != 1:
         return None
-    c = _out_channels(prod)
+    c = out_channels(prod)
     group = ChannelGroup(producer=prefix + pname)
     flattened = False
     for name, m in children[i + 1:]:

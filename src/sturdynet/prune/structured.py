@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..compress import CompressContext, CompressionMethod
 from ..config import rng
 from ..registry import METHODS
-from .channel_groups import ChannelGroup, find_groups
+from .channel_groups import ChannelGroup, find_groups, out_channels
 from .macs import count_macs
 from .mask import SUFFIX, attach_mask, get_masks
 
@@ -135,16 +135,12 @@ def _live_channels(model: nn.Module, g: ChannelGroup) -> Tensor:
     """Channels not fully masked; a channel is dead when its filter, its bias and its
     norm's gamma and beta (those that exist) are all masked."""
     prod = _get(model, g.producer)
-    n = _out(prod)
+    n = out_channels(prod)
     dead = _off(prod, "weight", n) & _off(prod, "bias", n)
     if g.norm is not None:
         norm = _get(model, g.norm)
         dead &= _off(norm, "weight", n) & _off(norm, "bias", n)
     return ~dead
-
-
-def _out(m: nn.Module) -> int:
-    return m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
 
 
 def _slice(m: nn.Module, name: str, dim: int, idx: Tensor) -> None:
@@ -217,7 +213,7 @@ def resize_to_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> 
         if key not in state_dict:
             raise ValueError(f"state_dict has no {key}")
         n = int(state_dict[key].shape[0])
-        if n != _out(_get(model, g.producer)):
+        if n != out_channels(_get(model, g.producer)):
             shrink_group(model, g, torch.arange(n))
     return model
 
@@ -298,7 +294,7 @@ class StructuredPruning(CompressionMethod):
         for g in groups:
             if params.criterion == "bn" and g.norm is None:
                 continue
-            c = _out(_get(model, g.producer))
+            c = out_channels(_get(model, g.producer))
             n_rm = min(int(round(params.amount * c)), max(0, c - params.min_channels))
             k = torch.zeros(c, dtype=torch.bool)
             k[: c - n_rm] = True
