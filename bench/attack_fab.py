@@ -15,7 +15,6 @@ import time
 import torch
 import torchattacks
 
-import sturdynet.plugins  # noqa: F401
 from sturdynet.attacks import create_attack
 from common import digits_mlp, robust_pct  # noqa: E402  (bench/ is on sys.path when run as a script)
 

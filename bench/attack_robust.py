@@ -23,12 +23,11 @@ from pathlib import Path
 
 import torch
 
-import sturdynet.plugins  # noqa: F401
-from sturdynet.compress import CompressContext, run_steps
-from sturdynet.config import component, from_dict
-from sturdynet.evaluate import CheckContext
-from sturdynet.recipe import load_recipe, parse_recipe
-from sturdynet.registry import CHECKS, METHODS
+from sturdynet.core.method import CompressContext, run_steps
+from sturdynet.core.params import component, from_dict
+from sturdynet.checks import CheckContext
+from sturdynet.run.recipe import load_recipe, parse_recipe
+from sturdynet.core.registry import CHECKS, METHODS
 from sturdynet.train.config import TrainConfig
 from sturdynet.train.loop import evaluate_accuracy, fit
 from common import cifar_data  # noqa: E402  (bench/ is on sys.path when run as a script)
@@ -51,7 +50,7 @@ def digits(args) -> dict:
               "variants": [{"name": "float"}, {"name": "int8 (w8a8 PTQ)", **INT8},
                            {"name": "binary (QAT)", "method": "binarize", "epochs": args.binary_epochs}],
               "evaluate": [{"check": "clean"}, {"check": "robust", **robust_params(args)}]}
-    from sturdynet.sweep.runner import run_recipe
+    from sturdynet.run.runner import run_recipe
 
     t0 = time.perf_counter()
     res = run_recipe(parse_recipe(recipe), tempfile.mkdtemp(), progress=None)
@@ -69,7 +68,7 @@ def digits(args) -> dict:
 
 
 def cifar(args) -> dict:
-    from sturdynet.train.checkpoint import load_checkpoint
+    from sturdynet.run.checkpoint import load_checkpoint
 
     data, _ = cifar_data({"train": args.train, "val": 500, "test": 2000})
     base, _ = load_checkpoint(args.ckpt)

@@ -18,7 +18,6 @@ import time
 import torch
 import torch.nn.functional as F
 
-import sturdynet.plugins  # noqa: F401
 from sturdynet.attacks import create_attack
 from sturdynet.models import build_model
 

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import torch
 
-import sturdynet.plugins  # noqa: F401
-from sturdynet.config import from_dict
-from sturdynet.evaluate import CheckContext
-from sturdynet.recipe import load_recipe, parse_recipe
-from sturdynet.registry import CHECKS
-from sturdynet.sweep.runner import Runner
-from sturdynet.train.checkpoint import load_checkpoint
+from sturdynet.core.params import from_dict
+from sturdynet.checks import CheckContext
+from sturdynet.run.recipe import load_recipe, parse_recipe
+from sturdynet.core.registry import CHECKS
+from sturdynet.run.runner import Runner
+from sturdynet.run.checkpoint import load_checkpoint
 
 VARIANTS = [
     {"name": "pruned-90", "method": "prune.global_magnitude", "sparsity": 0.9, "finetune_epochs": 3},

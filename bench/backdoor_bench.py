@@ -25,10 +25,9 @@ from typing import Dict, List
 
 import torch
 
-from sturdynet import plugins  # noqa: F401
-from sturdynet.config import load_yaml
-from sturdynet.recipe import parse_recipe
-from sturdynet.sweep import run_recipe
+from sturdynet.core.params import load_yaml
+from sturdynet.run.recipe import parse_recipe
+from sturdynet.run import run_recipe
 
 from common import log  # noqa: E402  (bench/ is on sys.path when run as a script)
 

@@ -34,18 +34,17 @@ from pathlib import Path
 
 import torch
 
-import sturdynet.plugins  # noqa: F401
-from sturdynet.compress import CompressContext
-from sturdynet.config import component, from_dict
+from sturdynet.core.method import CompressContext
+from sturdynet.core.params import component, from_dict
 from sturdynet.models.common import model_for_data
 from sturdynet.quant.binary.bireal_init import bireal_twin
 from sturdynet.quant.binary.ovsw import OvSW
 from sturdynet.quant.binary.ra_bnn import RABNNGrow, RABNNParams
 from sturdynet.quant.binary.reste import ReSTEAnneal
 from sturdynet.quant.binary.sign_flips import SignFlips
-from sturdynet.registry import MODELS
-from sturdynet.storage import compression_facts
-from sturdynet.train.checkpoint import load_checkpoint
+from sturdynet.core.registry import MODELS
+from sturdynet.core.storage import compression_facts
+from sturdynet.run.checkpoint import load_checkpoint
 from sturdynet.train.config import TrainConfig
 from sturdynet.train.loop import evaluate_accuracy, fit
 

@@ -19,14 +19,13 @@ from typing import List, Optional
 
 import torch
 
-import sturdynet.plugins  # noqa: F401
-from sturdynet.config import Component, from_dict
+from sturdynet.core.params import Component, from_dict
 from sturdynet.data import load_data
 from sturdynet.data.digits import DigitsParams
-from sturdynet.evaluate import CheckContext
+from sturdynet.checks import CheckContext
 from sturdynet.models import model_for_data
 from sturdynet.models.small_cnn import SmallCNNParams
-from sturdynet.registry import CHECKS
+from sturdynet.core.registry import CHECKS
 from sturdynet.train import TrainConfig, fit
 
 RADII = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)

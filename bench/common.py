@@ -79,9 +79,9 @@ def cifar_data(subset: Mapping[str, Optional[int]], seed: int = 0, path: Optiona
     Returns:
         ``(data bundle, data component)``; the component goes into checkpoints' ``arch``.
     """
-    from sturdynet.config import Component, from_dict
+    from sturdynet.core.params import Component, from_dict
     from sturdynet.data import load_data
-    from sturdynet.registry import DATASETS
+    from sturdynet.core.registry import DATASETS
 
     spec = {"path": path or CIFAR, "augment": "crop_flip", "subset": dict(subset), **fields}
     component = Component("imagefolder", from_dict(DATASETS.params("imagefolder"), spec, "data"))

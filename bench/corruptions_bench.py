@@ -21,10 +21,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import sturdynet.plugins  # noqa: F401
 from sturdynet.corruptions import CORRUPTIONS, corrupt
-from sturdynet.recipe import load_recipe
-from sturdynet.sweep import run_recipe
+from sturdynet.run.recipe import load_recipe
+from sturdynet.run import run_recipe
 
 from common import log  # noqa: E402  (bench/ is on sys.path when run as a script)
 

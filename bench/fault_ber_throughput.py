@@ -23,7 +23,6 @@ import time
 import torch
 from torch import nn
 
-import sturdynet.plugins  # noqa: F401
 from sturdynet.faults import BitErrors, BitView, RandomFlips, ViewParams, deploy
 from sturdynet.models.common import build_model
 

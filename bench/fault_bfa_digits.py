@@ -13,15 +13,14 @@ import time
 
 import torch
 
-import sturdynet.plugins  # noqa: F401
-from sturdynet.compress import CompressContext
-from sturdynet.config import Component, from_dict
+from sturdynet.core.method import CompressContext
+from sturdynet.core.params import Component, from_dict
 from sturdynet.data import load_data
-from sturdynet.evaluate.base import CheckContext
+from sturdynet.checks.base import CheckContext
 from sturdynet.faults import deploy
 from sturdynet.faults.common import accuracy
 from sturdynet.models import model_for_data
-from sturdynet.registry import CHECKS, DATASETS, METHODS, MODELS
+from sturdynet.core.registry import CHECKS, DATASETS, METHODS, MODELS
 from sturdynet.train import TrainConfig, fit
 
 

@@ -22,13 +22,12 @@ from pathlib import Path
 
 import torch
 
-from sturdynet import plugins  # noqa: F401
-from sturdynet.compress import CompressContext, run_steps
-from sturdynet.config import Component, from_dict
-from sturdynet.evaluate.base import CheckContext
+from sturdynet.core.method import CompressContext, run_steps
+from sturdynet.core.params import Component, from_dict
+from sturdynet.checks.base import CheckContext
 from sturdynet.models.common import model_for_data
-from sturdynet.registry import ADVERSARIAL, CHECKS, METHODS
-from sturdynet.storage import compression_facts
+from sturdynet.core.registry import ADVERSARIAL, CHECKS, METHODS
+from sturdynet.core.storage import compression_facts
 from sturdynet.train import TrainConfig, evaluate_accuracy, fit
 
 from common import CIFAR, cifar_data, log  # noqa: E402  (bench/ is on sys.path when run as a script)

@@ -20,13 +20,13 @@ import json
 import time
 from pathlib import Path
 
-from sturdynet import plugins  # noqa: F401
-from sturdynet.config import Component, from_dict
+from sturdynet.core.params import Component, from_dict
 from sturdynet.models.common import build_model
-from sturdynet.registry import METHODS, MODELS
-from sturdynet.storage import compression_facts
+from sturdynet.core.registry import METHODS, MODELS
+from sturdynet.core.storage import compression_facts
 from sturdynet.train import TrainConfig, evaluate_accuracy, fit
-from sturdynet.train.checkpoint import arch_of, load_checkpoint, save_checkpoint
+from sturdynet.models.arch import arch_of
+from sturdynet.run.checkpoint import load_checkpoint, save_checkpoint
 
 from common import cifar_data, log, single_thread_run  # noqa: E402  (bench/ is on sys.path when run as a script)
 

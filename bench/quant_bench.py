@@ -26,13 +26,13 @@ from pathlib import Path
 
 import torch
 
-import sturdynet.plugins  # noqa: F401
-from sturdynet.compress import CompressContext, run_steps
-from sturdynet.config import component, from_dict
+from sturdynet.core.method import CompressContext, run_steps
+from sturdynet.core.params import component, from_dict
 from sturdynet.models.common import model_for_data
-from sturdynet.registry import METHODS, MODELS
-from sturdynet.storage import compression_facts
-from sturdynet.train.checkpoint import arch_of, load_checkpoint, save_checkpoint
+from sturdynet.core.registry import METHODS, MODELS
+from sturdynet.core.storage import compression_facts
+from sturdynet.models.arch import arch_of
+from sturdynet.run.checkpoint import load_checkpoint, save_checkpoint
 from sturdynet.train.config import TrainConfig
 from sturdynet.train.loop import evaluate_accuracy, fit
 

@@ -25,12 +25,11 @@ import time
 
 import torch
 
-from sturdynet import plugins  # noqa: F401
-from sturdynet.compress import CompressContext
-from sturdynet.config import from_dict
+from sturdynet.core.method import CompressContext
+from sturdynet.core.params import from_dict
 from sturdynet.models.common import build_model
-from sturdynet.registry import METHODS
-from sturdynet.storage import compression_facts
+from sturdynet.core.registry import METHODS
+from sturdynet.core.storage import compression_facts
 from sturdynet.train import TrainConfig, evaluate_accuracy, fit
 
 from common import cifar_data, log, single_thread_run  # noqa: E402  (bench/ is on sys.path when run as a script)

@@ -22,7 +22,7 @@ import torch
 from sturdynet.data.base import SubsetParams
 from sturdynet.data.imagefolder import ImageFolderParams, load_imagefolder
 from sturdynet.models import model_for_data
-from sturdynet.config import Component
+from sturdynet.core.params import Component
 from sturdynet.train import TrainConfig, evaluate_accuracy, fit
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"

@@ -8,8 +8,7 @@ import torch
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import sturdynet.plugins  # noqa: E402,F401
-from sturdynet.config import Component  # noqa: E402
+from sturdynet.core.params import Component  # noqa: E402
 from sturdynet.data import load_data  # noqa: E402
 from sturdynet.data.digits import DigitsParams  # noqa: E402
 from sturdynet.models import model_for_data  # noqa: E402

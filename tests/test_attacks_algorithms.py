@@ -5,7 +5,6 @@ import pytest
 import torch
 from torch import nn
 
-import sturdynet.plugins  # noqa: F401
 from sturdynet.attacks import create_attack, dlr_loss, dlr_targeted_loss, lp_norm, margin, project
 from sturdynet.attacks.apgd import checkpoints
 from sturdynet.attacks.square import eta, p_schedule

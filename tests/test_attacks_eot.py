@@ -6,11 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import sturdynet.plugins  # noqa: F401
 from sturdynet.attacks import create_attack
-from sturdynet.config import ConfigError, from_dict
-from sturdynet.evaluate import CheckContext
-from sturdynet.registry import CHECKS
+from sturdynet.core.params import ConfigError, from_dict
+from sturdynet.checks import CheckContext
+from sturdynet.core.registry import CHECKS
 
 
 class NoisyInput(nn.Module):

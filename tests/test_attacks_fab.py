@@ -9,14 +9,13 @@ from scipy.optimize import Bounds, LinearConstraint, linprog, minimize
 from test_attacks_algorithms import Linear2
 from torch import nn
 
-import sturdynet.plugins  # noqa: F401
 from sturdynet.attacks import create_attack, lp_norm
 from sturdynet.attacks.fab import box_projection
-from sturdynet.config import from_dict
-from sturdynet.evaluate import CheckContext
+from sturdynet.core.params import from_dict
+from sturdynet.checks import CheckContext
 from sturdynet.models import Normalize
 from sturdynet.quant.binary.quantizers import SignActivation
-from sturdynet.registry import CHECKS
+from sturdynet.core.registry import CHECKS
 
 
 def reference_projection(p: np.ndarray, w: np.ndarray, r: float, norm: str):

@@ -7,9 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-import sturdynet.plugins  # noqa: F401
 from sturdynet.attacks import create_attack, lp_norm
-from sturdynet.registry import ATTACKS
+from sturdynet.core.registry import ATTACKS
 
 # Small budgets so that the whole file runs in seconds; every attack must accept them.
 FAST = {
@@ -128,9 +127,9 @@ def test_bad_inputs(name, batch):
         make(name, tiny_model(), 0.1, "l7")
 
 
-def test_unknown_attack_lists_names():
-    with pytest.raises(ValueError, match="available: .*pgd"):
-        create_attack("nope", tiny_model())
+def test_unknown_attack_suggests_nearest_names():
+    with pytest.raises(ValueError, match="unknown attack 'pgdd' \\(did you mean pgd"):
+        create_attack("pgdd", tiny_model())
 
 
 def test_batching_does_not_change_deterministic_attack(batch):

@@ -5,15 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-import sturdynet.plugins  # noqa: F401
 from sturdynet.attacks import create_attack
-from sturdynet.config import from_dict
-from sturdynet.evaluate import CheckContext
-from sturdynet.evaluate.masking import curve_flags, forward_is_random, zero_gradient_fraction
+from sturdynet.core.params import from_dict
+from sturdynet.checks import CheckContext
+from sturdynet.checks.masking import curve_flags, forward_is_random, zero_gradient_fraction
 from sturdynet.models import Normalize
-from sturdynet.nn.grad_mode import gradient_mode
+from sturdynet.quant.grad_mode import gradient_mode
 from sturdynet.quant.base import Quantizer
-from sturdynet.registry import CHECKS, METHODS
+from sturdynet.core.registry import CHECKS, METHODS
 
 
 class SignAct(Quantizer):
@@ -129,8 +128,8 @@ def test_curve_flags_known_answers():
 @pytest.mark.skipif("binarize" not in METHODS, reason="the binarize method is not available")
 def test_binarize_variant_in_a_recipe(tmp_path):
     """End to end: a recipe with a binarize variant shows the masking in results.json."""
-    from sturdynet.recipe import parse_recipe
-    from sturdynet.sweep.runner import run_recipe
+    from sturdynet.run.recipe import parse_recipe
+    from sturdynet.run.runner import run_recipe
 
     recipe = {
         "name": "masking", "seed": 0,

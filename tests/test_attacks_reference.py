@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import sturdynet.plugins  # noqa: F401
 from sturdynet.attacks import create_attack
 from sturdynet.models import build_model
 

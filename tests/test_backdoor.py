@@ -8,20 +8,20 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.backdoor.check import BackdoorCheckParams, backdoor_check
-from sturdynet.backdoor.fine_pruning import FinePruning, FinePruningParams, mean_activations, pick_group
-from sturdynet.compress import CompressContext
-from sturdynet.config import ConfigError
+from sturdynet.checks.backdoor import BackdoorCheckParams, backdoor_check
+from sturdynet.defenses.fine_pruning import FinePruning, FinePruningParams, mean_activations, pick_group
+from sturdynet.core.method import CompressContext
+from sturdynet.core.params import ConfigError
 from sturdynet.data import load_data
 from sturdynet.data.base import DataBundle, Split
 from sturdynet.data.poison import BackdoorSpec, PoisonParams, poison_arrays, poison_indices, poisoning_of
 from sturdynet.data.trigger import TriggerParams, apply_trigger, patch_side
-from sturdynet.evaluate.base import CheckContext
-from sturdynet.recipe import parse_recipe
+from sturdynet.checks.base import CheckContext
+from sturdynet.run.recipe import parse_recipe
 from sturdynet.report import load_results, render_report
 from sturdynet.report.view import RunView
-from sturdynet.sweep import run_recipe
-from sturdynet.train.checkpoint import load_checkpoint
+from sturdynet.run import run_recipe
+from sturdynet.run.checkpoint import load_checkpoint
 
 
 # ---- triggers ---------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def _recipe(poison, variants=({"name": "dense"},), epochs: int = 8) -> dict:
 
 
 def _tiny_cnn(data) -> nn.Module:
-    from sturdynet.config import Component
+    from sturdynet.core.params import Component
     from sturdynet.models import model_for_data
     from sturdynet.models.small_cnn import SmallCNNParams
 

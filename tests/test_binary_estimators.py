@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.nn import QuantLinear, gradient_mode
+from sturdynet.quant import QuantLinear, gradient_mode
 from sturdynet.quant.binary import BinaryWeightQuantizer, SignActivation, estimator_slope
 from sturdynet.quant.binary.reste import ReSTEAnneal, reste_order
-from sturdynet.storage import compression_facts
+from sturdynet.core.storage import compression_facts
 
 X = [-2.0, -1.2, -1.0, -0.5, -0.05, 0.0, 0.05, 0.5, 1.0, 1.2, 2.0]
 S = 0.1 ** (1 / 3) / 0.1  # ReSTE secant slope, o = 3, eps = 0.1: 4.6416

@@ -3,15 +3,14 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet import plugins  # noqa: F401
-from sturdynet.compress import CompressContext
+from sturdynet.core.method import CompressContext
 from sturdynet.models.common import build_model
-from sturdynet.nn import QuantConv2d, QuantLinear, gradient_mode
+from sturdynet.quant import QuantConv2d, QuantLinear, gradient_mode
 from sturdynet.quant.binary import BinaryWeightQuantizer, SignActivation, binary_layers
 from sturdynet.quant.binary.binarize import Binarize, BinarizeParams
-from sturdynet.recipe import parse_recipe
-from sturdynet.registry import MODELS
-from sturdynet.storage import compression_facts
+from sturdynet.run.recipe import parse_recipe
+from sturdynet.core.registry import MODELS
+from sturdynet.core.storage import compression_facts
 
 BINARY = ["bireal_resnet20", "bireal_resnet18", "binary_vgg_small"]
 SMALL = {"bireal_resnet20": {"width": 4}, "bireal_resnet18": {"width": 4}, "binary_vgg_small": {"width": 4}}

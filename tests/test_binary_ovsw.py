@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.config import from_dict
+from sturdynet.core.params import from_dict
 from sturdynet.data.base import DataParams, make_bundle
-from sturdynet.nn import QuantConv2d, QuantLinear
+from sturdynet.quant import QuantConv2d, QuantLinear
 from sturdynet.quant.binary import BinaryWeightQuantizer, SignActivation
 from sturdynet.quant.binary.ovsw import OvSW, adaptive_gradient_scale, silence_awareness_decay
 from sturdynet.quant.binary.sign_flips import SignFlips, SignTracker

@@ -2,12 +2,10 @@
 import pytest
 import torch
 
-from sturdynet import plugins  # noqa: F401
-from sturdynet.compress import CompressContext
+from sturdynet.core.method import CompressContext
 from sturdynet.data.base import DataParams, make_bundle
 from sturdynet.models.common import build_model
-from sturdynet.quant.binary.ra_bnn import (GumbelSigmoidGate, RABNNGrow, RABNNParams, RAGrowthPenalty,
-                                           channel_map, copy_channels)
+from sturdynet.quant.binary.ra_bnn import GumbelSigmoidGate, RABNNGrow, RABNNParams, RAGrowthPenalty, channel_map, copy_channels
 from sturdynet.train.config import TrainConfig
 from sturdynet.train.loop import fit
 

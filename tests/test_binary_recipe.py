@@ -5,10 +5,10 @@ from pathlib import Path
 
 import torch
 
-from sturdynet.config import load_yaml
-from sturdynet.recipe import parse_recipe
-from sturdynet.sweep.runner import run_recipe
-from sturdynet.train.checkpoint import load_checkpoint
+from sturdynet.core.params import load_yaml
+from sturdynet.run.recipe import parse_recipe
+from sturdynet.run.runner import run_recipe
+from sturdynet.run.checkpoint import load_checkpoint
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "binary-digits.yaml"
 

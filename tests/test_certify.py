@@ -11,11 +11,11 @@ from scipy import stats
 from torch import nn
 
 from sturdynet.certify import ABSTAIN, SmoothedClassifier, binomial_pvalue, clopper_pearson_lower
-from sturdynet.certify.gaussian_augment import GaussianAugment
-from sturdynet.config import ConfigError, from_dict
-from sturdynet.evaluate import CheckContext
-from sturdynet.recipe import parse_recipe
-from sturdynet.registry import CALLBACKS, CHECKS
+from sturdynet.defenses.gaussian_augment import GaussianAugment
+from sturdynet.core.params import ConfigError, from_dict
+from sturdynet.checks import CheckContext
+from sturdynet.run.recipe import parse_recipe
+from sturdynet.core.registry import CALLBACKS, CHECKS
 from sturdynet.train import TrainConfig, TrainState, fit
 
 SIGMA = 0.25
@@ -186,8 +186,8 @@ def test_check_metrics(trained_cnn, digits):
 
 def test_check_through_a_recipe_and_the_report(tmp_path):
     from sturdynet.report import render_report
-    from sturdynet.sweep.runner import run_recipe
-    from sturdynet.sweep.store import decode_bits
+    from sturdynet.run.runner import run_recipe
+    from sturdynet.run.store import decode_bits
 
     recipe = {
         "name": "certify-tiny", "seed": 0,
@@ -234,7 +234,7 @@ def test_gaussian_augment_adds_noise_of_the_given_std():
 
 
 def test_gaussian_augment_training_is_seeded(digits):
-    from sturdynet.config import Component
+    from sturdynet.core.params import Component
     from sturdynet.models import model_for_data
     from sturdynet.models.small_cnn import SmallCNNParams
 
@@ -253,7 +253,7 @@ def test_gaussian_augment_training_is_seeded(digits):
 def test_example_recipe_parses():
     from pathlib import Path
 
-    from sturdynet.recipe import load_recipe
+    from sturdynet.run.recipe import load_recipe
 
     r = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "certify-digits.yaml")
     assert [c.name for c in r.train.callbacks] == ["gaussian_augment"]

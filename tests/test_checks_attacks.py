@@ -6,11 +6,10 @@ import copy
 import pytest
 import torch
 
-import sturdynet.plugins  # noqa: F401
-from sturdynet.config import ConfigError, from_dict
-from sturdynet.evaluate import CheckContext
-from sturdynet.recipe import parse_recipe
-from sturdynet.registry import CHECKS
+from sturdynet.core.params import ConfigError, from_dict
+from sturdynet.checks import CheckContext
+from sturdynet.run.recipe import parse_recipe
+from sturdynet.core.registry import CHECKS
 
 FAST = {
     "fgsm": {},
@@ -102,9 +101,9 @@ def test_robust_cascade_and_independent(trained_cnn, digits):
 
 
 def test_robust_uses_ste_only_on_models_with_estimators(trained_cnn, digits):
-    from sturdynet.compress import CompressContext, run_steps
-    from sturdynet.config import component
-    from sturdynet.registry import METHODS
+    from sturdynet.core.method import CompressContext, run_steps
+    from sturdynet.core.params import component
+    from sturdynet.core.registry import METHODS
 
     step = component(METHODS, {"method": "quant.uniform", "bits": 8}, "variant", key="method")
     q = run_steps(trained_cnn, [step], CompressContext(data=digits, seed=0))

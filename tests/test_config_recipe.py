@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from sturdynet.config import ConfigError
-from sturdynet.recipe import load_recipe, parse_recipe
+from sturdynet.core.params import ConfigError
+from sturdynet.run.recipe import load_recipe, parse_recipe
 
 
 def base(**over):

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from sturdynet.config import Component, ConfigError, component
+from sturdynet.core.params import Component, ConfigError, component
 from sturdynet.data import load_data
 from sturdynet.data.base import SubsetParams
 from sturdynet.data.cifar10 import Cifar10Params, read_batch
 from sturdynet.data.imagefolder import ImageFolderParams
 from sturdynet.data.npz import NpzParams
-from sturdynet.registry import DATASETS
+from sturdynet.core.registry import DATASETS
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 

@@ -6,16 +6,16 @@ import copy
 import pytest
 import torch
 
-from sturdynet.compress import CompressContext, run_steps
-from sturdynet.config import Component, component
+from sturdynet.core.method import CompressContext, run_steps
+from sturdynet.core.params import Component, component
 from sturdynet.export import export_model, load_packed, read_packed
 from sturdynet.export.bits import packed_nbytes
 from sturdynet.export.packed import stored_tensors
 from sturdynet.models import model_for_data
 from sturdynet.models.resnet20 import ResNet20Params
-from sturdynet.registry import METHODS, MODELS
-from sturdynet.storage import compression_facts
-from sturdynet.train.checkpoint import arch_of
+from sturdynet.core.registry import METHODS, MODELS
+from sturdynet.core.storage import compression_facts
+from sturdynet.models.arch import arch_of
 
 MODEL = Component("resnet20", ResNet20Params(width=0.5))
 
@@ -138,7 +138,7 @@ def test_loads_as_data_and_rejects_foreign_files(tmp_path, base, digits):
 
 def test_cli_export(tmp_path, base, digits, capsys):
     from sturdynet.cli import main
-    from sturdynet.train.checkpoint import save_checkpoint
+    from sturdynet.run.checkpoint import save_checkpoint
 
     model, arch = _variant(base, digits, [{"method": "quant.uniform", "bits": 4, "act_bits": 8}])
     save_checkpoint(tmp_path / "v.pt", model, arch)
@@ -169,7 +169,7 @@ def _grown_variant(digits, extra):
                          ids=["grown", "grown+pruned"])
 def test_ra_bnn_grown_round_trip(tmp_path, digits, extra):
     """A packed export of a grown model reloads at the grown widths (as its checkpoint does), bit for bit."""
-    from sturdynet.train.checkpoint import load_checkpoint, save_checkpoint
+    from sturdynet.run.checkpoint import load_checkpoint, save_checkpoint
 
     model, arch = _grown_variant(digits, extra)
     info = export_model(model, tmp_path / "g.sturdy", arch)

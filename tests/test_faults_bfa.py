@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sturdynet.config import from_dict
-from sturdynet.evaluate.base import CheckContext
+from sturdynet.core.params import from_dict
+from sturdynet.checks.base import CheckContext
 from sturdynet.faults import BitFlipAttack, BitView, ViewParams, deploy, hamming_distance
-from sturdynet.faults.bfa_check import mean_curve
-from sturdynet.registry import CHECKS
+from sturdynet.checks.bfa import mean_curve
+from sturdynet.core.registry import CHECKS
 
 
 def _one_weight_view(q: int, bits: int = 8):
@@ -80,7 +80,7 @@ def test_bfa_crushes_digits_far_faster_than_random(digits, trained_cnn):
 
 
 def test_binary_model_attack(digits, trained_cnn):
-    from sturdynet.registry import METHODS
+    from sturdynet.core.registry import METHODS
 
     if "binarize" not in METHODS:
         pytest.skip("binarize method not available")
@@ -91,8 +91,8 @@ def test_binary_model_attack(digits, trained_cnn):
 
 def test_ternary_model_attack_crushes_accuracy(digits, trained_cnn):
     """BFA on the 2-bit TTQ codes alone (float first/last layers not attackable)."""
-    from sturdynet.compress import CompressContext
-    from sturdynet.registry import METHODS
+    from sturdynet.core.method import CompressContext
+    from sturdynet.core.registry import METHODS
 
     params = from_dict(METHODS.params("quant.ternary"), {})
     t = METHODS.get("quant.ternary")().apply(trained_cnn, params, CompressContext(data=digits, seed=0)).eval()
@@ -137,7 +137,7 @@ def test_bfa_check_metrics(digits, trained_cnn):
 
 
 def test_widening_keeps_a_stuck_search_going(digits, trained_cnn):
-    from sturdynet.registry import METHODS
+    from sturdynet.core.registry import METHODS
 
     if "binarize" not in METHODS:
         pytest.skip("binarize method not available")

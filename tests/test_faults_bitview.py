@@ -9,8 +9,8 @@ from torch import nn
 
 from sturdynet.faults import BitView, StoredWeights, ViewParams, deploy, hamming_distance
 from sturdynet.faults.common import sample_positions
-from sturdynet.config import from_dict
-from sturdynet.registry import METHODS
+from sturdynet.core.params import from_dict
+from sturdynet.core.registry import METHODS
 
 
 def quantize(model: nn.Module, bits: int) -> nn.Module:
@@ -191,7 +191,7 @@ def test_sample_positions_distinct_and_seeded():
     ("binarize", {}, ("binary", 1)),
 ])
 def test_deploy_reads_every_quantizer_exactly(digits, trained_cnn, name, params, kind):
-    from sturdynet.compress import CompressContext
+    from sturdynet.core.method import CompressContext
     from sturdynet.train import TrainConfig
 
     if name not in METHODS:
@@ -207,7 +207,7 @@ def test_deploy_reads_every_quantizer_exactly(digits, trained_cnn, name, params,
 
 
 def _ttq_linear(latent, w_p: float = 0.75, w_n: float = 0.5) -> nn.Module:
-    from sturdynet.nn.quant_layers import QuantLinear
+    from sturdynet.quant.layers import QuantLinear
     from sturdynet.quant.ternary import TTQQuantizer
 
     q = TTQQuantizer(0.05)
@@ -262,7 +262,7 @@ def test_ternary_scales_must_be_positive():
 
 
 def test_ternary_model_deploys_exactly_and_takes_random_flips(digits, trained_cnn):
-    from sturdynet.compress import CompressContext
+    from sturdynet.core.method import CompressContext
     from sturdynet.faults import RandomFlips
 
     q = METHODS.get("quant.ternary")().apply(trained_cnn, from_dict(METHODS.params("quant.ternary"), {}),

@@ -8,13 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.compress import CompressContext
-from sturdynet.config import Component, from_dict
-from sturdynet.faults import BitErrors, ClippedReLU, PiecewiseClustering
-from sturdynet.faults.clipact import auc, profile_max, replace_relus
-from sturdynet.faults.clustering import ClusteringParams, cluster_terms, clustering_penalty
+from sturdynet.core.method import CompressContext
+from sturdynet.core.params import Component, from_dict
+from sturdynet.faults import BitErrors
+from sturdynet.defenses.clipact import ClippedReLU
+from sturdynet.defenses.clustering import PiecewiseClustering
+from sturdynet.defenses.clipact import auc, profile_max, replace_relus
+from sturdynet.defenses.clustering import ClusteringParams, cluster_terms, clustering_penalty
 from sturdynet.faults.common import accuracy
-from sturdynet.registry import METHODS
+from sturdynet.core.registry import METHODS
 from sturdynet.train import TrainConfig, fit
 
 

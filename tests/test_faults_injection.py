@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.config import from_dict
-from sturdynet.evaluate.base import CheckContext
+from sturdynet.core.params import from_dict
+from sturdynet.checks.base import CheckContext
 from sturdynet.faults import BitErrors, BitView, RandomFlips, ViewParams, deploy, hamming_distance
 from sturdynet.faults.ber import flip_float32
-from sturdynet.registry import CHECKS, FAULTS
+from sturdynet.core.registry import CHECKS, FAULTS
 
 
 def _model(seed: int = 0) -> nn.Module:
@@ -51,7 +51,7 @@ def test_ber_flips_about_rate_times_bits(fmt, rate):
 
 
 def test_ber_binary_layers_one_bit_each(trained_cnn):
-    meth, pcls = __import__("sturdynet.registry", fromlist=["METHODS"]).METHODS, None
+    meth, pcls = __import__("sturdynet.core.registry", fromlist=["METHODS"]).METHODS, None
     if "binarize" not in meth:
         pytest.skip("binarize method not available")
     pcls = meth.params("binarize")

@@ -4,17 +4,17 @@ import math
 import pytest
 import torch
 
-from sturdynet.config import Component
+from sturdynet.core.params import Component
 from sturdynet.models import model_for_data
 from sturdynet.models.small_cnn import SmallCNNParams
-from sturdynet.recipe import parse_recipe
-from sturdynet.registry import ADVERSARIAL
+from sturdynet.run.recipe import parse_recipe
+from sturdynet.core.registry import ADVERSARIAL
 from sturdynet.train import TrainConfig, evaluate_accuracy, fit
-from sturdynet.train.adversarial.base import AdversarialCallback
-from sturdynet.train.adversarial.cam import grad_cam
-from sturdynet.train.adversarial.part import PART, important_pixels, pixel_budget
-from sturdynet.train.adversarial.trades import trades_kl, trades_loss
-from sturdynet.train.callbacks import Callback
+from sturdynet.defenses.adversarial.base import AdversarialCallback
+from sturdynet.defenses.adversarial.cam import grad_cam
+from sturdynet.defenses.adversarial.part import PART, important_pixels, pixel_budget
+from sturdynet.defenses.adversarial.trades import trades_kl, trades_loss
+from sturdynet.core.callbacks import Callback
 
 
 def small(digits, seed=0):
@@ -107,7 +107,7 @@ def test_grad_cam_known_answer():
 
 def test_pgd_at_improves_robustness_on_digits(digits):
     from sturdynet.attacks import create_attack
-    from sturdynet.evaluate import correct_mask
+    from sturdynet.core.tensors import correct_mask
 
     std, rob = small(digits, 1), small(digits, 1)
     cfg = TrainConfig(epochs=4, batch_size=64, lr=0.05)

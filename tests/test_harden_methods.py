@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.compress import CompressContext
-from sturdynet.config import Component
-from sturdynet.harden.distill import DefensiveDistillation, DistillParams, soft_cross_entropy
-from sturdynet.harden.hydra import Hydra, HydraParams, ScoreMask, topk_mask
+from sturdynet.core.method import CompressContext
+from sturdynet.core.params import Component
+from sturdynet.defenses.distill import DefensiveDistillation, DistillParams, soft_cross_entropy
+from sturdynet.defenses.hydra import Hydra, HydraParams, ScoreMask, topk_mask
 from sturdynet.train import TrainConfig, evaluate_accuracy, fit
 
 
@@ -76,9 +76,9 @@ def test_distilled_student_has_inflated_logits(trained_cnn, digits):
 
 
 def test_robust_ticket_trains_adversarially_and_reaches_sparsity(trained_cnn, digits):
-    from sturdynet.harden.robust_ticket import RobustTicket, RobustTicketParams
-    from sturdynet.prune.mask import mask_sparsity
-    from sturdynet.registry import ADVERSARIAL
+    from sturdynet.defenses.robust_ticket import RobustTicket, RobustTicketParams
+    from sturdynet.core.masks import mask_sparsity
+    from sturdynet.core.registry import ADVERSARIAL
 
     seen = []
     ctx = ctx_for(digits)

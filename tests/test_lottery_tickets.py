@@ -6,17 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-import sturdynet.plugins  # noqa: F401
-from sturdynet.compress import CompressContext
-from sturdynet.config import ConfigError, component
+from sturdynet.core.method import CompressContext
+from sturdynet.core.params import ConfigError, component
 from sturdynet.data.base import DataBundle, Split
 from sturdynet.prune.lottery.colt import COLTParams, intersect, overlap_keep, partition_data
-from sturdynet.prune.lottery.common import (RewindRecorder, initial_state, magnitude_masks, reinitialize, rewind,
-                                            weights_state)
+from sturdynet.prune.lottery.common import RewindRecorder, initial_state, magnitude_masks, reinitialize, rewind, weights_state
 from sturdynet.prune.lottery.early_bird import EarlyBird, mask_distance
 from sturdynet.prune.lottery.imp import IMPParams
-from sturdynet.prune.mask import apply_masks, attach_mask, get_masks, iter_masks, mask_sparsity
-from sturdynet.registry import CALLBACKS, METHODS
+from sturdynet.core.masks import apply_masks, attach_mask, get_masks, iter_masks, mask_sparsity
+from sturdynet.core.registry import CALLBACKS, METHODS
 from sturdynet.train.config import TrainConfig
 from sturdynet.train.loop import fit
 

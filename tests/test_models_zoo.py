@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 import sturdynet.models  # noqa: F401  (registers the models)
-from sturdynet.config import ConfigError, component
+from sturdynet.core.params import ConfigError, component
 from sturdynet.models import Normalize, build_model
 from sturdynet.models.resnet_cifar import BasicBlock, ShortcutA
-from sturdynet.registry import MODELS
+from sturdynet.core.registry import MODELS
 
 ZOO = [n for n in MODELS.names() if ".binary" not in MODELS.get(n).__module__]
 SHAPES = [(2, 1, 8, 8), (2, 3, 32, 32)]

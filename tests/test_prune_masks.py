@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.config import Component, from_dict
+from sturdynet.core.params import Component, from_dict
 from sturdynet.models import model_for_data
 from sturdynet.models.small_cnn import SmallCNNParams
-from sturdynet.prune.mask import apply_masks, attach_mask, get_masks, iter_masks, mask_sparsity, remove_masks
-from sturdynet.registry import METHODS
+from sturdynet.core.masks import apply_masks, attach_mask, get_masks, iter_masks, mask_sparsity, remove_masks
+from sturdynet.core.registry import METHODS
 from sturdynet.train import TrainConfig, fit
 
 UNSTRUCTURED = ["prune.global_magnitude", "prune.layerwise_magnitude", "prune.lamp", "prune.random"]

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sturdynet.config import ConfigError, load_yaml
-from sturdynet.recipe import parse_recipe
-from sturdynet.sweep.runner import run_recipe
-from sturdynet.train.checkpoint import load_checkpoint
+from sturdynet.core.params import ConfigError, load_yaml
+from sturdynet.run.recipe import parse_recipe
+from sturdynet.run.runner import run_recipe
+from sturdynet.run.checkpoint import load_checkpoint
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "pruning-digits.yaml"
 
@@ -54,7 +54,7 @@ def test_run_and_reload(tmp_path):
     assert chan["params_count"] < variants["dense"]["params_count"]
     assert chan["method_log"]["prune.structured"]["macs_after"] < chan["method_log"]["prune.structured"]["macs_before"]
     from sturdynet.data import load_data
-    from sturdynet.config import Component
+    from sturdynet.core.params import Component
     from sturdynet.data.digits import DigitsParams
     x = load_data(Component("digits", DigitsParams()), seed=0).test.x[:16]
     for name in ("gmt", "lamp", "chan"):

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.config import ConfigError, from_dict
+from sturdynet.core.params import ConfigError, from_dict
 from sturdynet.models import build_model
 from sturdynet.prune.channel_groups import find_groups
 from sturdynet.prune.macs import count_macs
-from sturdynet.prune.mask import get_masks
+from sturdynet.core.masks import get_masks
 from sturdynet.prune.structured import StructuredParams, compact, resize_to_state_dict, structured_prune
-from sturdynet.registry import METHODS, MODELS
+from sturdynet.core.registry import METHODS, MODELS
 
 
 def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -196,8 +196,8 @@ def test_global_scope_reload_via_state_dict():
 
 @pytest.mark.parametrize("physical", [True, False])
 def test_global_scope_checkpoint_round_trip(tmp_path, physical):
-    from sturdynet.config import Component
-    from sturdynet.train.checkpoint import load_checkpoint, save_checkpoint
+    from sturdynet.core.params import Component
+    from sturdynet.run.checkpoint import load_checkpoint, save_checkpoint
 
     params = StructuredParams(amount=0.5, criterion="bn", scope="global", physical=physical)
     base = _randomize_bn(build_model("small_cnn", 1, 10, (8, 8), width=8))

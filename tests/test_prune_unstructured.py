@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.config import ConfigError, from_dict
+from sturdynet.core.params import ConfigError, from_dict
 from sturdynet.prune.global_magnitude import mt_prune_counts
 from sturdynet.prune.lamp import lamp_scores
-from sturdynet.prune.mask import get_masks, mask_sparsity
-from sturdynet.registry import METHODS
+from sturdynet.core.masks import get_masks, mask_sparsity
+from sturdynet.core.registry import METHODS
 
 UNSTRUCTURED = ["prune.global_magnitude", "prune.layerwise_magnitude", "prune.lamp", "prune.random"]
 

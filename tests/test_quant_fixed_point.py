@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.compress import CompressContext
-from sturdynet.config import from_dict
+from sturdynet.core.method import CompressContext
+from sturdynet.core.params import from_dict
 from sturdynet.data.base import Split
-from sturdynet.nn import QuantBatchNorm2d, QuantConv2d
+from sturdynet.quant import QuantBatchNorm2d, QuantConv2d
 from sturdynet.quant.fixed_point import FixedPointParams, FixedPointQuant, FixedPointQuantizer
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.nn import QuantConv2d, QuantLinear, convert, gradient_mode, has_estimators
+from sturdynet.quant import QuantConv2d, QuantLinear, convert, gradient_mode, has_estimators
 from sturdynet.quant.lsq import LSQQuantizer
 from sturdynet.quant.uniform import UniformQuantizer
 
@@ -83,12 +83,13 @@ def test_converted_layer_shares_parameters_and_masks():
 ])
 def test_checkpoint_round_trip_rebuilds_structure(tmp_path, digits, raw):
     """prepare() rebuilds every quantizer (and hook), so a saved variant reloads exactly."""
-    from sturdynet.compress import CompressContext, run_steps
-    from sturdynet.config import Component, component
+    from sturdynet.core.method import CompressContext, run_steps
+    from sturdynet.core.params import Component, component
     from sturdynet.models import model_for_data
     from sturdynet.models.resnet20 import ResNet20Params
-    from sturdynet.registry import METHODS
-    from sturdynet.train.checkpoint import arch_of, load_checkpoint, save_checkpoint
+    from sturdynet.core.registry import METHODS
+    from sturdynet.models.arch import arch_of
+    from sturdynet.run.checkpoint import load_checkpoint, save_checkpoint
 
     spec = Component("resnet20", ResNet20Params(width=0.25))
     torch.manual_seed(0)

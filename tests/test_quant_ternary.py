@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.compress import CompressContext
-from sturdynet.config import from_dict
+from sturdynet.core.method import CompressContext
+from sturdynet.core.params import from_dict
 from sturdynet.data.base import Split
 from sturdynet.quant.ternary import TernaryParams, TernaryQuant, TTQQuantizer
-from sturdynet.storage import compression_facts
+from sturdynet.core.storage import compression_facts
 
 
 def _q():

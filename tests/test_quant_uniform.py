@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.compress import CompressContext
-from sturdynet.config import ConfigError, from_dict
+from sturdynet.core.method import CompressContext
+from sturdynet.core.params import ConfigError, from_dict
 from sturdynet.data.base import Split
-from sturdynet.nn import QuantConv2d, QuantLinear
+from sturdynet.quant import QuantConv2d, QuantLinear
 from sturdynet.quant.lsq import LSQQuantizer
 from sturdynet.quant.uniform import UniformQuantizer, clip_value
 from sturdynet.quant.uniform_method import UniformParams, UniformQuant
-from sturdynet.storage import compression_facts
+from sturdynet.core.storage import compression_facts
 
 
 def test_signed_minmax_known_values():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from sturdynet.recipe import load_recipe
+from sturdynet.run.recipe import load_recipe
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from sturdynet.recipe import parse_recipe
-from sturdynet.sweep.runner import Runner, run_recipe
-from sturdynet.sweep.store import decode_bits
+from sturdynet.run.recipe import parse_recipe
+from sturdynet.run.runner import Runner, run_recipe
+from sturdynet.run.store import decode_bits
 
 TINY = {
     "name": "tiny", "seed": 0,

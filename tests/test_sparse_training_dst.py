@@ -7,15 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-import sturdynet.plugins  # noqa: F401
-from sturdynet.compress import CompressContext
-from sturdynet.config import ConfigError, component
+from sturdynet.core.method import CompressContext
+from sturdynet.core.params import ConfigError, component
 from sturdynet.data.base import DataBundle, Split
-from sturdynet.prune.mask import attach_mask, get_masks, iter_masks, mask_sparsity
-from sturdynet.prune.sparse import (AGENT, SET, RigL, control_variate_tau, drop_and_grow, drop_fraction,
-                                    random_sparse_masks, reset_optimizer_state)
-from sturdynet.registry import CALLBACKS, METHODS
-from sturdynet.train.callbacks import Callback
+from sturdynet.core.masks import attach_mask, get_masks, iter_masks, mask_sparsity
+from sturdynet.prune.sparse import AGENT, SET, RigL, control_variate_tau, drop_and_grow, drop_fraction, random_sparse_masks, reset_optimizer_state
+from sturdynet.core.registry import CALLBACKS, METHODS
+from sturdynet.core.callbacks import Callback
 from sturdynet.train.config import TrainConfig
 from sturdynet.train.loop import fit
 
@@ -241,7 +239,7 @@ def test_methods_train_at_requested_sparsity(name, extra):
 
 def test_callbacks_from_recipe_config():
     cfg = TrainConfig(epochs=1)
-    from sturdynet.config import from_dict
+    from sturdynet.core.params import from_dict
     cfg = from_dict(TrainConfig, {"epochs": 2, "callbacks": [{"name": "rigl", "delta_t": 5}, "agent",
                                                              {"name": "set", "zeta": 0.2}]}, "train")
     assert [c.name for c in cfg.callbacks] == ["rigl", "agent", "set"]
@@ -252,9 +250,9 @@ def test_callbacks_from_recipe_config():
 
 def test_recipe_end_to_end_with_reload(tmp_path):
     """The methods and callbacks run from a recipe; the saved variants reload exactly."""
-    from sturdynet.recipe import parse_recipe
-    from sturdynet.sweep.runner import run_recipe
-    from sturdynet.train.checkpoint import load_checkpoint
+    from sturdynet.run.recipe import parse_recipe
+    from sturdynet.run.runner import run_recipe
+    from sturdynet.run.checkpoint import load_checkpoint
 
     recipe = {
         "name": "dst", "seed": 0,

@@ -2,11 +2,12 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.config import Component
+from sturdynet.core.params import Component
 from sturdynet.prune.global_magnitude import GlobalMagnitude, GlobalMagnitudeParams
 from sturdynet.quant.uniform_method import UniformParams, UniformQuant
-from sturdynet.storage import compression_facts
-from sturdynet.train.checkpoint import arch_of, load_checkpoint, save_checkpoint
+from sturdynet.core.storage import compression_facts
+from sturdynet.models.arch import arch_of
+from sturdynet.run.checkpoint import load_checkpoint, save_checkpoint
 
 
 def tiny():

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.config import Component
+from sturdynet.core.params import Component
 from sturdynet.models import model_for_data
 from sturdynet.models.small_cnn import SmallCNNParams
-from sturdynet.prune.mask import attach_mask
+from sturdynet.core.masks import attach_mask
 from sturdynet.train import Callback, TrainConfig, TrainingDiverged, evaluate_accuracy, fit
 from sturdynet.train.loop import lr_factor
 

@@ -1,4 +1,4 @@
-"""Input attacks (registered in ``sturdynet.registry.ATTACKS``).
+"""Input attacks (registered in ``sturdynet.core.registry.ATTACKS``).
 
 ``create_attack("pgd", model, eps=8/255, steps=10)`` builds an attack; calling it on
 ``(x, y)`` returns adversarial examples in the eps-ball and in [0, 1].
@@ -10,7 +10,7 @@ from .autoattack import AutoAttack, EnsembleResult, build_members
 
 def create_attack(name: str, model, **kwargs) -> Attack:
     """``create_attack("pgd", model, eps=8/255, steps=10)`` -> an attack to call on (x, y)."""
-    from ..registry import ATTACKS
+    from ..core.registry import ATTACKS
 
     return ATTACKS.get(name)(model, **kwargs)
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..registry import ATTACKS
+from ..core.registry import ATTACKS
 from .base import Attack, dlr_loss, dlr_targeted_loss, to_ball, unit
 
 LOSSES = ("ce", "dlr")

@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..nn.grad_mode import has_estimators
-from ..registry import ATTACKS
+from ..quant.grad_mode import has_estimators
+from ..core.registry import ATTACKS
 from .base import Attack
 
 # Ensemble entries: short name -> (registered attack, fixed keyword arguments).

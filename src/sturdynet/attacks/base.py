@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn.grad_mode import gradient_mode, has_estimators
+from ..core.tensors import model_device
+from ..quant.grad_mode import gradient_mode, has_estimators
 from ..quant.base import GRAD_MODES
 
 NORMS = ("linf", "l2")
@@ -94,15 +95,6 @@ def _input_grad(loss: Tensor, inp: Tensor) -> Optional[Tensor]:
         g, = torch.autograd.grad(loss[:, j].sum(), inp, retain_graph=j + 1 < loss.shape[1], allow_unused=True)
         cols.append(torch.zeros_like(inp) if g is None else g)
     return torch.stack(cols, 1)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU if it has neither)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
 
 
 class Attack:

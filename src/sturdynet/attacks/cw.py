@@ -21,7 +21,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..registry import ATTACKS
+from ..core.registry import ATTACKS
 from .base import Attack, margin, to_ball
 
 

@@ -52,7 +52,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..registry import ATTACKS
+from ..core.registry import ATTACKS
 from .base import Attack, lp_norm
 
 

@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..registry import ATTACKS
+from ..core.registry import ATTACKS
 from .base import Attack, to_ball, unit
 
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..registry import ATTACKS
+from ..core.registry import ATTACKS
 from .base import Attack, margin
 
 HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from torch import Tensor, nn
 
-from ..registry import ATTACKS
+from ..core.registry import ATTACKS
 from .base import Attack
 
 

@@ -2,10 +2,10 @@
 
 - :mod:`.smoothing`: the smoothed classifier with PREDICT and CERTIFY;
 - :mod:`.stats`: the Clopper-Pearson bound and the binomial test they use;
-- :mod:`.check`: the ``certify`` check (certified accuracy against L2 radius);
-- :mod:`.gaussian_augment`: the ``gaussian_augment`` training callback (noise augmentation).
+
+The ``certify`` check lives in :mod:`sturdynet.checks.certify`; Gaussian noise training
+(the ``gaussian_augment`` callback) in :mod:`sturdynet.defenses.gaussian_augment`.
 """
-from . import check, gaussian_augment  # noqa: F401  (register the check and the callback)
 from .smoothing import ABSTAIN, Certificate, SmoothedClassifier
 from .stats import binomial_pvalue, clopper_pearson_lower
 

@@ -35,7 +35,7 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from ..attacks.base import model_device
+from ..core.tensors import model_device
 from .stats import binomial_pvalue, check_alpha, clopper_pearson_lower
 
 #: the label returned when the smoothed classifier abstains

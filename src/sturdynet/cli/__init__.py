@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import List, Optional
 
-from ..config import ConfigError
+from ..core.params import ConfigError
 
 COMMANDS = ["run", "train", "evaluate", "export", "report", "list"]
 
@@ -42,8 +42,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        from .. import plugins  # noqa: F401
-
         return int(args.func(args) or 0)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         if args.debug:

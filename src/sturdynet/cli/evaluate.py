@@ -46,13 +46,13 @@ def describe(check_id: str, m: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from ..config import ConfigError, component, to_dict
+    from ..core.params import ConfigError, component, to_dict
     from ..data import load_data
-    from ..evaluate.base import CheckContext
-    from ..recipe import parse_check
-    from ..registry import CHECKS, DATASETS
-    from ..atomic import write_json_atomic
-    from ..train.checkpoint import load_checkpoint
+    from ..checks.base import CheckContext
+    from ..run.recipe import parse_check
+    from ..core.registry import CHECKS, DATASETS
+    from ..core.atomic import write_json_atomic
+    from ..run.checkpoint import load_checkpoint
 
     model, blob = load_checkpoint(args.checkpoint)
 
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     ctx = CheckContext(device=next(model.parameters()).device, seed=args.seed, models={"dense": model})
     out = {}
     for c in checks:
-        m = CHECKS.get(c.check.name)(model, data, c.check.params, ctx)
+        m = CHECKS.create_from(c.check, model, data, ctx)
         m.pop("per_sample", None)
         out[c.id] = to_dict(m)
         ctx.results[c.id] = out[c.id]

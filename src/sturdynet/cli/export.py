@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..export.packed import export_model, load_packed
-    from ..storage import compression_facts
-    from ..train.checkpoint import load_checkpoint
+    from ..core.storage import compression_facts
+    from ..run.checkpoint import load_checkpoint
 
     if args.inspect:
         return _inspect(args.inspect)

@@ -33,7 +33,7 @@ def _fields(pcls) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import registry
+    from ..core import registry
 
     fams = [args.family] if args.family else sorted(FAMILIES)
     for fam in fams:

@@ -22,8 +22,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from ..recipe import load_recipe
-    from ..sweep.runner import run_recipe
+    from ..run.recipe import load_recipe
+    from ..run.runner import run_recipe
     from .summary import finish_report
 
     recipe = load_recipe(args.recipe)

@@ -18,12 +18,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import ConfigError
+    from ..core.params import ConfigError
     from ..data import load_data
     from ..models.common import model_for_data
-    from ..recipe import load_recipe
-    from ..sweep.runner import resolve_device
-    from ..train.checkpoint import arch_of, save_checkpoint
+    from ..run.recipe import load_recipe
+    from ..run.runner import resolve_device
+    from ..models.arch import arch_of
+    from ..run.checkpoint import save_checkpoint
     from ..train.loop import evaluate_accuracy, fit
 
     recipe = load_recipe(args.recipe)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..registry import CORRUPTIONS
+from ..core.registry import CORRUPTIONS
 
 #: severities of the benchmark
 SEVERITIES: Tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -106,7 +106,7 @@ def corrupt(x: Tensor, name: str, severity: int, generator: Optional[torch.Gener
     Raises:
         ValueError: unknown name, severity outside 1..5, or images of the wrong shape or range.
     """
-    return CORRUPTIONS.get(name)(x, severity, generator)
+    return CORRUPTIONS.create(name, x, severity, generator)
 
 
 # ---- random numbers: drawn on the CPU generator, moved to the images' device --------------
@@ -126,3 +126,11 @@ def luminance(x: Tensor) -> Tensor:
         return x
     w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x * w).sum(1, keepdim=True)
+
+
+#: the 15 benchmark corruptions of the paper, in its order (frost: a procedural stand-in)
+BENCHMARK: Tuple[str, ...] = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
+                              "motion_blur", "zoom_blur", "snow", "frost_procedural", "fog", "brightness",
+                              "contrast", "elastic_transform", "pixelate", "jpeg_compression")
+#: the paper's four held-out extra corruptions
+EXTRAS: Tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")

@@ -1,4 +1,4 @@
-"""Data sets (registered in ``sturdynet.registry.DATASETS``) and batching helpers."""
+"""Data sets (registered in ``sturdynet.core.registry.DATASETS``) and batching helpers."""
 from .base import DataBundle, DataParams, Split, SubsetParams, batches, make_bundle, stratified_indices
 from . import digits, cifar10, imagefolder, npz  # noqa: F401
 
@@ -8,6 +8,6 @@ __all__ = ["DataBundle", "DataParams", "Split", "SubsetParams", "batches", "make
 
 def load_data(spec, seed: int) -> DataBundle:
     """Build the data set named by a recipe's ``data`` component."""
-    from ..registry import DATASETS
+    from ..core.registry import DATASETS
 
-    return DATASETS.get(spec.name)(spec.params, seed)
+    return DATASETS.create_from(spec, seed)

@@ -14,7 +14,7 @@ from typing import Iterator, List, Literal, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..config import rng
+from ..core.params import rng
 from .poison import PoisonParams, poison_arrays
 
 

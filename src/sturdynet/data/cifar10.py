@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 import torch
 
-from ..config import ConfigError
-from ..registry import DATASETS
+from ..core.params import ConfigError
+from ..core.registry import DATASETS
 from .arrays import to_float_tensor
 from .base import DataBundle, DataParams, make_bundle
 

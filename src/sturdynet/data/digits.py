@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import rng
-from ..registry import DATASETS
+from ..core.params import rng
+from ..core.registry import DATASETS
 from .base import DataBundle, DataParams, stratified_indices
 
 

@@ -18,8 +18,8 @@ from typing import Callable, Dict, List, Literal, Optional, Tuple
 import numpy as np
 import torch
 
-from ..config import ConfigError, rng
-from ..registry import DATASETS
+from ..core.params import ConfigError, rng
+from ..core.registry import DATASETS
 from .arrays import to_float_tensor
 from .base import DataBundle, DataParams, make_bundle
 from .cache import cache_key, load_cached, save_cached, source_fingerprint

@@ -14,8 +14,8 @@ from typing import Literal
 
 import numpy as np
 
-from ..config import ConfigError
-from ..registry import DATASETS
+from ..core.params import ConfigError
+from ..core.registry import DATASETS
 from .arrays import to_float_tensor, to_label_tensor, to_nchw
 from .base import DataBundle, DataParams, make_bundle
 

@@ -26,7 +26,7 @@ from typing import Any, Dict, Literal, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..config import ConfigError, from_dict, rng, to_dict
+from ..core.params import ConfigError, from_dict, rng, to_dict
 from .trigger import TriggerParams, apply_trigger, check_fits
 
 #: offset of the poison generator's seed from the recipe seed (keeps the split streams untouched)

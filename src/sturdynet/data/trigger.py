@@ -25,7 +25,7 @@ from typing import Literal, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..config import ConfigError, rng
+from ..core.params import ConfigError, rng
 
 Position = Literal["bottom_right", "bottom_left", "top_right", "top_left", "center"]
 

@@ -1,7 +1,7 @@
 """Packed export: a file whose size is the model's real storage cost.
 
 Container: ``torch.save`` of a plain dict — ``format``, ``version``, ``arch`` (model name
-and parameters, data facts, compression steps: :func:`sturdynet.train.checkpoint.arch_of`),
+and parameters, data facts, compression steps: :func:`sturdynet.run.checkpoint.arch_of`),
 ``entries`` (one small dict per tensor: name, kind, shape, bit width, byte range) and
 ``payload``, **one** uint8 tensor holding every tensor's bytes back to back. It loads
 with ``torch.load(..., weights_only=True)`` (data, never code), and because the payload
@@ -9,7 +9,7 @@ is a single tensor the file is the payload plus a few kilobytes of index and zip
 framing, instead of per-tensor records.
 
 What each tensor costs in the payload (the same rule as
-:func:`sturdynet.storage.compression_facts`, so ``size_bytes`` matches the payload to
+:func:`sturdynet.core.storage.compression_facts`, so ``size_bytes`` matches the payload to
 within byte rounding per tensor):
 
 - a tensor stored by a quantizer (its layer's ``quantizer_for(name)`` with
@@ -20,7 +20,7 @@ within byte rounding per tensor):
   float16-rounded model, not the original, bit for bit);
 - bool tensors: 1 bit each; integer tensors: their raw bytes;
 - a tensor with a pruning mask (``<name>_mask``) is stored sparse when that is
-  cheaper, or when its codes cannot represent 0 (binary; :func:`sturdynet.storage.stored_sparse`):
+  cheaper, or when its codes cannot represent 0 (binary; :func:`sturdynet.core.storage.stored_sparse`):
   the mask as a bitmask plus only the kept entries (codes or floats); masks of
   densely stored tensors are not stored (on load they are rebuilt as ``tensor != 0``);
 - batch-norm's ``num_batches_tracked`` (a training counter) is not stored.
@@ -41,9 +41,9 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ..atomic import torch_save_atomic
-from ..prune.mask import SUFFIX
-from ..storage import stored_sparse
+from ..core.atomic import torch_save_atomic
+from ..core.masks import SUFFIX
+from ..core.storage import stored_sparse
 from .bits import pack_bits, packed_nbytes, unpack_bits
 
 FORMAT = "sturdynet-packed"
@@ -86,7 +86,7 @@ def export_model(model: nn.Module, path: Union[str, Path], arch: Dict[str, Any],
     Args:
         model: a (quantized, pruned, binary or float) sturdynet model.
         path: output file (written atomically).
-        arch: architecture description (:func:`sturdynet.train.checkpoint.arch_of`).
+        arch: architecture description (:func:`sturdynet.run.checkpoint.arch_of`).
         float_dtype: ``"float32"`` (bit-exact) or ``"float16"``.
 
     Returns:
@@ -185,7 +185,7 @@ def load_packed(path: Union[str, Path]) -> Tuple[nn.Module, Dict[str, Any]]:
         ValueError: missing or foreign file, or tensors that do not match the rebuilt
             architecture.
     """
-    from ..train.checkpoint import build_from_arch
+    from ..models.arch import build_from_arch
 
     blob = read_packed(path)
     model = build_from_arch(blob["arch"], _shapes(blob["entries"]))

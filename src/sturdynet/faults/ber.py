@@ -10,8 +10,8 @@ Activations (optional, ``activations=True``): a forward hook on every conv/linea
 flips each bit of its float32 output with probability r, afresh at every forward call
 (transient faults in the activation memory), with the same binomial-then-positions draw.
 
-The ``ber`` check reports accuracy-against-BER curves, mean and standard deviation over
-Monte-Carlo trials.
+The ``ber`` check (:mod:`sturdynet.checks.ber`) reports accuracy-against-BER curves, mean and
+standard deviation over Monte-Carlo trials.
 """
 from __future__ import annotations
 
@@ -21,9 +21,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..config import rng
-from ..evaluate.base import CheckContext, SampleParams, eval_split
-from ..registry import CHECKS, FAULTS
+from ..core.params import rng
+from ..core.registry import FAULTS
 from .bitview import BitView, ViewParams, deploy, weight_layers
 from .common import accuracy, binomial_count, curve_point, sample_positions, trial_generator
 
@@ -95,36 +94,3 @@ class BitErrors:
                 m.register_forward_hook(hook)
             record["activation_faults"] = hook  # .flips counts activation flips so far
         return faulty, record
-
-
-@dataclass(frozen=True)
-class BERCheckParams(SampleParams, ViewParams):
-    rates: Tuple[float, ...] = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
-    trials: int = rng(1, None, default=5)
-    activations: bool = False
-    samples: Optional[int] = rng(1, None, default=1000)
-
-
-@CHECKS.register("ber", params=BERCheckParams)
-def ber_check(model: nn.Module, data, params: BERCheckParams, ctx: CheckContext) -> dict:
-    """Accuracy against bit-error rate; ``accuracy`` is the mean at the first rate and
-    ``curve`` lists ``{ber, accuracy, std, trials, flips}`` (``flips``: mean weight-bit
-    flips per trial). No ``per_sample``: the outcome is a distribution over trials."""
-    if not params.rates or any(not 0.0 <= r <= 1.0 for r in params.rates):
-        raise ValueError(f"rates must be a non-empty list of values in [0, 1], got {params.rates}")
-    split = eval_split(data, params.samples)
-    view_p = ViewParams(params.bits, params.float_layers, params.per_channel)
-    base = deploy(model, view_p).to(ctx.device).eval()
-    clean = accuracy(base, split, params.batch_size)
-    curve = []
-    for j, r in enumerate(params.rates):
-        fm = BitErrors(r, params.activations, params.bits, params.float_layers, params.per_channel)
-        accs, flips = [], []
-        for t in range(params.trials):
-            faulty, rec = fm.inject(base, trial_generator(ctx.seed, 23, j, t))
-            accs.append(accuracy(faulty, split, params.batch_size))
-            flips.append(rec["flips"])
-        curve.append(curve_point("ber", r, accs, flips=sum(flips) / len(flips)))
-    view = BitView(base, params.float_layers)
-    return {"kind": "fault", "accuracy": curve[0]["accuracy"], "samples": len(split), "clean_accuracy": clean,
-            "ber": params.rates[0], "stored_bits": view.total_bits, "curve": curve}

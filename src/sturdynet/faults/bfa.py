@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.base import Split
-from ..nn.grad_mode import gradient_mode, has_estimators
+from ..quant.grad_mode import gradient_mode, has_estimators
 from .bitview import BitView, ViewParams, deploy
 from .common import accuracies
 

@@ -38,8 +38,8 @@ from typing import List, Literal, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..config import rng
-from ..nn.quant_layers import QuantConv2d, QuantLinear, _quant_copy
+from ..core.params import rng
+from ..quant.layers import QuantConv2d, QuantLinear, _quant_copy
 from ..quant.base import Quantizer
 from ..quant.ternary import TTQQuantizer
 from .ternary_store import ternary_bit_steps, ternary_codes, ternary_scale, ternary_values

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.base import Split
-from ..evaluate.base import correct_mask
+from ..core.tensors import correct_mask
 
 
 def sample_positions(total: int, k: int, generator: torch.Generator) -> Tensor:

@@ -6,7 +6,7 @@ from typing import Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..registry import MODELS
+from ..core.registry import MODELS
 
 
 class Normalize(nn.Module):
@@ -36,8 +36,7 @@ def build_model(name: str, in_channels: int, num_classes: int, input_size: Tuple
     """Create a registered model; ``mean``/``std`` default to 0/1 per channel."""
     mean = tuple(mean) or (0.0,) * in_channels
     std = tuple(std) or (1.0,) * in_channels
-    return MODELS.get(name)(in_channels=in_channels, num_classes=num_classes,
-                            input_size=tuple(input_size), mean=mean, std=std, **params)
+    return MODELS.create(name, in_channels, num_classes, input_size, mean, std, **params)
 
 
 def model_for_data(spec, data) -> nn.Module:

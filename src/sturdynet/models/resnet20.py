@@ -15,8 +15,8 @@ from typing import Literal, Sequence, Tuple
 
 from torch import nn
 
-from ..config import ConfigError, rng
-from ..registry import MODELS
+from ..core.params import ConfigError, rng
+from ..core.registry import MODELS
 from .resnet_cifar import CifarResNet
 
 

@@ -6,8 +6,8 @@ from typing import Sequence, Tuple
 
 from torch import nn
 
-from ..config import rng
-from ..registry import MODELS
+from ..core.params import rng
+from ..core.registry import MODELS
 from .common import Normalize
 
 

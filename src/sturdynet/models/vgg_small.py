@@ -20,8 +20,8 @@ from typing import Sequence, Tuple
 
 from torch import Tensor, nn
 
-from ..config import rng
-from ..registry import MODELS
+from ..core.params import rng
+from ..core.registry import MODELS
 from .common import Normalize
 from .init import kaiming_init
 

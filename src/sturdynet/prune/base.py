@@ -8,8 +8,8 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..compress import CompressionMethod
-from .mask import attach_mask, prunable
+from ..core.method import CompressionMethod
+from ..core.masks import attach_mask, prunable
 
 
 def kth_smallest(scores: Tensor, k: int) -> Tensor:

@@ -28,8 +28,8 @@ from typing import List, Sequence
 
 import torch
 
-from ..config import rng
-from ..registry import METHODS
+from ..core.params import rng
+from ..core.registry import METHODS
 from .base import PruningMethod, fit_counts, global_keep, layer_keep
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..config import rng
-from ..registry import METHODS
+from ..core.params import rng
+from ..core.registry import METHODS
 from .base import PruningMethod, global_keep
 
 

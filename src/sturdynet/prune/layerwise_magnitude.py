@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import rng
-from ..registry import METHODS
+from ..core.params import rng
+from ..core.registry import METHODS
 from .base import PruningMethod, layer_keep
 
 

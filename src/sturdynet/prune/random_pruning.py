@@ -14,8 +14,8 @@ from typing import Literal
 
 import torch
 
-from ..config import rng
-from ..registry import METHODS
+from ..core.params import rng
+from ..core.registry import METHODS
 from .base import PruningMethod, fit_counts
 from .erk import layer_densities
 

@@ -30,12 +30,12 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Set, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..compress import CompressContext, CompressionMethod
-from ..config import rng
-from ..registry import METHODS
+from ..core.method import CompressContext, CompressionMethod
+from ..core.params import rng
+from ..core.registry import METHODS
 from .channel_groups import ChannelGroup, find_groups, out_channels
 from .macs import count_macs
-from .mask import SUFFIX, attach_mask, get_masks
+from ..core.masks import SUFFIX, attach_mask, get_masks
 
 
 @dataclass(frozen=True)

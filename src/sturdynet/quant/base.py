@@ -10,7 +10,7 @@ backward is a named gradient estimator held in ``grad_mode``:
 - ``"true"``: the true derivative of the deployed function, zero almost everywhere for
   rounding and sign (learned scales still get their true derivative).
 
-:func:`sturdynet.nn.gradient_mode` switches every quantizer of a model at once; the
+:func:`sturdynet.quant.gradient_mode` switches every quantizer of a model at once; the
 forward pass is the same in both modes.
 
 Export protocol (used by :mod:`sturdynet.export` for bit-packed files). A quantizer

@@ -36,11 +36,11 @@ from typing import List, Optional
 import torch
 from torch import Tensor, nn
 
-from ..compress import CompressContext, CompressionMethod
-from ..config import rng
-from ..nn.quant_bn import QuantBatchNorm2d, quant_bn_copy
-from ..nn.quant_layers import QuantConv2d, QuantLinear, converted_copy
-from ..registry import METHODS
+from ..core.method import CompressContext, CompressionMethod
+from ..core.params import rng
+from .quant_bn import QuantBatchNorm2d, quant_bn_copy
+from .layers import QuantConv2d, QuantLinear, converted_copy
+from ..core.registry import METHODS
 from .base import Quantizer, round_ste
 from .calibrate import best_power_of_two_frac, calibration_batch, collect_stats
 

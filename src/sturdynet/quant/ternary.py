@@ -38,10 +38,10 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..compress import CompressContext, CompressionMethod
-from ..config import rng
-from ..nn.quant_layers import converted_copy
-from ..registry import METHODS
+from ..core.method import CompressContext, CompressionMethod
+from ..core.params import rng
+from .layers import converted_copy
+from ..core.registry import METHODS
 from .base import Quantizer
 from .calibrate import calibration_batch, recalibrate_bn
 

@@ -23,10 +23,10 @@ from typing import Literal, Optional
 import torch
 from torch import nn
 
-from ..compress import CompressContext, CompressionMethod
-from ..config import rng
-from ..nn.quant_layers import QuantConv2d, QuantLinear, converted_copy
-from ..registry import METHODS
+from ..core.method import CompressContext, CompressionMethod
+from ..core.params import rng
+from .layers import QuantConv2d, QuantLinear, converted_copy
+from ..core.registry import METHODS
 from .calibrate import calibration_batch, collect_stats
 from .lsq import LSQQuantizer
 from .uniform import UniformQuantizer

@@ -4,8 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from .format import (DASH, fmt_bits, fmt_bytes, fmt_int, fmt_method, fmt_num, fmt_params, fmt_pct, fmt_ratio,
-                     fmt_seconds)
+from .format import DASH, fmt_bits, fmt_bytes, fmt_int, fmt_method, fmt_num, fmt_params, fmt_pct, fmt_ratio, fmt_seconds
 from .model import Cell, Column, Para, Table, Text, para
 from .schema import validate_results
 from .view import RunView

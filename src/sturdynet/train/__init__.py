@@ -1,5 +1,5 @@
 """Training: one loop (``fit``), callbacks, checkpoints (adversarial training: train.adversarial)."""
-from .callbacks import Callback, TrainState
+from ..core.callbacks import Callback, TrainState
 from .config import TrainConfig
 from .loop import TrainingDiverged, evaluate_accuracy, fit
 

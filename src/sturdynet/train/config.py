@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Tuple
+from typing import Any, Literal, Mapping, Optional, Tuple
 
-from ..config import Component, ConfigError, component, rng
-from ..registry import ADVERSARIAL, CALLBACKS
+from ..core.params import Component, ConfigError, component, from_dict, rng, to_dict
+from ..core.registry import ADVERSARIAL, CALLBACKS
 
 
 def parse_adversarial(value: Any, path: str) -> Optional[Component]:
@@ -51,3 +51,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.warmup_epochs > self.epochs and self.epochs > 0:
             raise ConfigError("warmup_epochs", f"must be <= epochs ({self.epochs}), got {self.warmup_epochs}")
+
+
+def finetune_config(base: TrainConfig, epochs: int, overrides: Optional[Mapping[str, Any]], path: str) -> TrainConfig:
+    """The fine-tuning schedule: the base config at lr/10, no warm-up, then ``overrides``."""
+    d = to_dict(base)
+    d.update(epochs=epochs, lr=base.lr * 0.1, warmup_epochs=0.0)
+    d["adversarial"] = base.adversarial.to_dict("method") if base.adversarial else None
+    d["callbacks"] = []
+    if overrides:
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(path, f"must be a mapping of training fields, got {overrides!r}")
+        d.update(overrides)
+    return from_dict(TrainConfig, d, path)

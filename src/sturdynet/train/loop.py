@@ -11,9 +11,9 @@ from torch import nn
 
 from ..data.augment import augment
 from ..data.base import DataBundle, batches
-from ..prune.mask import apply_masks
-from ..registry import ADVERSARIAL, CALLBACKS
-from .callbacks import Callback, TrainState
+from ..core.masks import apply_masks
+from ..core.registry import ADVERSARIAL, CALLBACKS
+from ..core.callbacks import Callback, TrainState
 from .config import TrainConfig
 
 
@@ -49,9 +49,9 @@ def build_callbacks(cfg: TrainConfig) -> List[Callback]:
     """The callbacks a config asks for: its adversarial method, then ``callbacks``."""
     out: List[Callback] = []
     if cfg.adversarial is not None:
-        out.append(ADVERSARIAL.get(cfg.adversarial.name)(**cfg.adversarial.kwargs()))
+        out.append(ADVERSARIAL.create_from(cfg.adversarial))
     for c in cfg.callbacks:
-        out.append(CALLBACKS.get(c.name)(**c.kwargs()))
+        out.append(CALLBACKS.create_from(c))
     return out
 
 
@@ -78,7 +78,7 @@ def fit(model: nn.Module, data: DataBundle, cfg: TrainConfig, seed: int = 0,
     """Train ``model`` in place on ``data.train``; returns the per-epoch history.
 
     Deterministic on CPU for a given ``seed``. After every optimizer step the model's
-    masks (``sturdynet.prune.mask``) are re-applied, so pruned weights stay zero.
+    masks (``sturdynet.core.masks``) are re-applied, so pruned weights stay zero.
 
     Raises:
         TrainingDiverged: when the loss becomes NaN or infinite.

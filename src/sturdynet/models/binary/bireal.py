@@ -23,9 +23,9 @@ from typing import Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
-from ...config import rng
+from ...core.params import rng
 from ...quant.binary.estimators import Estimator
-from ...registry import MODELS
+from ...core.registry import MODELS
 from ..common import Normalize
 from .common import BinaryNet, binary_conv3x3, check_widths
 

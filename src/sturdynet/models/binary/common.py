@@ -14,9 +14,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
-from ...nn.quant_layers import QuantConv2d
+from ...quant.layers import QuantConv2d
 from ...quant.binary.quantizers import BinaryWeightQuantizer, SignActivation
-from ...registry import MODELS
+from ...core.registry import MODELS
 
 _PROBES = (37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97)
 

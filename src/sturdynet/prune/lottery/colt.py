@@ -34,12 +34,12 @@ from typing import Any, List, Literal, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ...compress import CompressionMethod
-from ...config import rng
+from ...core.method import CompressionMethod
+from ...core.params import rng
 from ...data.base import DataBundle, Split, stratified_indices
-from ...registry import METHODS
+from ...core.registry import METHODS
 from ..base import attach_ones, select_layers
-from ..mask import remove_masks
+from ...core.masks import remove_masks
 from .common import initial_state, magnitude_masks, masked_scores, require_context, rewind, set_masks, train
 
 

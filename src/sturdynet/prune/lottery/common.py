@@ -16,9 +16,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ...train.callbacks import Callback, TrainState
+from ...core.callbacks import Callback, TrainState
 from ..base import current_mask, global_keep, kth_smallest
-from ..mask import SUFFIX, attach_mask
+from ...core.masks import SUFFIX, attach_mask
 
 State = Dict[str, Tensor]
 

@@ -20,9 +20,9 @@ from typing import Deque, List, Literal, Optional
 import torch
 from torch import Tensor, nn
 
-from ...config import rng
-from ...registry import CALLBACKS
-from ...train.callbacks import Callback, TrainState
+from ...core.params import rng
+from ...core.registry import CALLBACKS
+from ...core.callbacks import Callback, TrainState
 from ..base import global_keep, select_layers
 from .common import magnitude_masks
 

@@ -30,12 +30,11 @@ from typing import Any, Literal, Optional
 
 from torch import nn
 
-from ...compress import CompressionMethod
-from ...config import ConfigError, rng
-from ...registry import METHODS
+from ...core.method import CompressionMethod
+from ...core.params import ConfigError, rng
+from ...core.registry import METHODS
 from ..base import attach_ones, select_layers
-from .common import (RewindRecorder, initial_state, magnitude_masks, require_context, rewind, round_sparsity,
-                     set_masks, train)
+from .common import RewindRecorder, initial_state, magnitude_masks, require_context, rewind, round_sparsity, set_masks, train
 from .early_bird import EarlyBird
 
 
@@ -125,7 +124,7 @@ class IterativeMagnitudePruning(CompressionMethod):
 
 
 def _strip_masks(model: nn.Module) -> nn.Module:
-    from ..mask import remove_masks
+    from ...core.masks import remove_masks
 
     remove_masks(model)
     return model

@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...config import rng
+from ...core.params import rng
 from ...data.base import batches
-from ...registry import CALLBACKS
-from ...train.callbacks import Callback, TrainState
+from ...core.registry import CALLBACKS
+from ...core.callbacks import Callback, TrainState
 
 
 def control_variate_tau(cur: Tensor, prev: Tensor) -> Optional[float]:

@@ -2,7 +2,7 @@
 drop-and-grow callback base, optimizer-state reset, and the sparse-from-scratch method.
 
 A dynamic-sparse-training callback works on the ``<param>_mask`` buffers already in the
-model (:mod:`sturdynet.prune.mask`); the training loop zeroes masked weights after every
+model (:mod:`sturdynet.core.masks`); the training loop zeroes masked weights after every
 optimizer step. Every ``interval`` steps until ``t_end`` of training, each masked layer
 drops the ``f(t)`` fraction of its active weights with the smallest magnitude and grows
 as many at inactive positions (the subclass chooses where). A layer's number of active
@@ -24,10 +24,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ...train.callbacks import Callback, TrainState
+from ...core.callbacks import Callback, TrainState
 from ..base import kth_smallest, select_layers
 from ..erk import counts_from_densities, layer_densities
-from ..mask import attach_mask, iter_masks
+from ...core.masks import attach_mask, iter_masks
 
 
 def drop_fraction(step: int, alpha: float, end: int, decay: str = "cosine") -> float:
@@ -183,7 +183,7 @@ def train_sparse_from_scratch(method_name: str, model: nn.Module, params: Any, c
     """Shared body of ``prune.set`` / ``prune.rigl``: initial weights (``from_scratch``),
     a random ERK/uniform mask at ``params.sparsity``, then training with ``callbacks``."""
     from ..lottery.common import initial_state, require_context, rewind, set_masks, train
-    from ..mask import remove_masks
+    from ...core.masks import remove_masks
 
     require_context(ctx, method_name)
     net = copy.deepcopy(model)

@@ -21,9 +21,9 @@ from typing import Any, Literal, Optional
 
 from torch import Tensor, nn
 
-from ...compress import CompressionMethod
-from ...config import rng
-from ...registry import CALLBACKS, METHODS
+from ...core.method import CompressionMethod
+from ...core.params import rng
+from ...core.registry import CALLBACKS, METHODS
 from ..base import attach_ones, select_layers
 from .agent import AGENT
 from .common import DynamicSparseCallback, train_sparse_from_scratch

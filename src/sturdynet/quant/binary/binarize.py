@@ -2,7 +2,7 @@
 
 Every ``nn.Conv2d`` / ``nn.Linear`` except the first and the last (kept at full
 precision by default, as the standard binary-network recipes do) becomes a
-:class:`~sturdynet.nn.QuantConv2d` / :class:`~sturdynet.nn.QuantLinear` whose weights
+:class:`~sturdynet.quant.QuantConv2d` / :class:`~sturdynet.quant.QuantLinear` whose weights
 are ``sign(w) * alpha`` (``alpha`` = per-output-channel mean |w|, XNOR-Net, arXiv
 1603.05279) and whose input is ``sign(x)``. The backward pass uses the named estimator
 (``ste``, ``clipped_ste``, ``approx_sign`` from Bi-Real Net arXiv 1808.00278, ``reste``
@@ -25,10 +25,10 @@ from typing import Any, List, Optional
 
 from torch import nn
 
-from ...compress import CompressContext, CompressionMethod
-from ...config import rng
-from ...nn.quant_layers import convert
-from ...registry import METHODS
+from ...core.method import CompressContext, CompressionMethod
+from ...core.params import rng
+from ..layers import convert
+from ...core.registry import METHODS
 from .estimators import Estimator
 from .quantizers import BinaryWeightQuantizer, SignActivation, binary_layers, sign_quantizers
 
@@ -116,7 +116,7 @@ def train_binary(model: nn.Module, params: Any, ctx: Optional[CompressContext], 
     """QAT of a binary model for ``params.epochs`` through ``ctx.fit`` (lr/10 unless ``params.lr``)."""
     if ctx is None or ctx.fit is None or ctx.train is None:
         raise ValueError(f"{who} with epochs > 0 needs a training context (run it from a recipe)")
-    from ...recipe import finetune_config
+    from ...train.config import finetune_config
 
     over = {"lr": params.lr} if params.lr is not None else None
     cfg = finetune_config(ctx.train, params.epochs, over, who)

@@ -22,9 +22,9 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-from ...compress import CompressContext, CompressionMethod
-from ...config import rng
-from ...registry import METHODS, MODELS
+from ...core.method import CompressContext, CompressionMethod
+from ...core.params import rng
+from ...core.registry import METHODS, MODELS
 from .binarize import train_binary
 from .estimators import Estimator
 

@@ -28,9 +28,9 @@ from typing import List, Sequence
 import torch
 from torch import Tensor
 
-from ...config import rng
-from ...registry import CALLBACKS
-from ...train.callbacks import TrainState
+from ...core.params import rng
+from ...core.registry import CALLBACKS
+from ...core.callbacks import TrainState
 from .sign_flips import SignFlips, SignTracker
 
 

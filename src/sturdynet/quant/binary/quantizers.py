@@ -1,7 +1,7 @@
 """Binary quantizers: XNOR-style weights ``sign(w) * alpha`` and sign activations.
 
 Both are :class:`~sturdynet.quant.base.Quantizer` objects, so
-:func:`sturdynet.nn.gradient_mode` switches them: in ``grad_mode="ste"`` the sign's
+:func:`sturdynet.quant.gradient_mode` switches them: in ``grad_mode="ste"`` the sign's
 backward is the quantizer's named estimator (:mod:`.estimators`); in ``"true"`` it is
 the true derivative of the deployed function, zero almost everywhere for ``sign``.
 

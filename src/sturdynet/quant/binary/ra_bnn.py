@@ -45,10 +45,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...compress import CompressContext, CompressionMethod
-from ...config import rng
-from ...registry import CALLBACKS, METHODS
-from ...train.callbacks import Callback, TrainState
+from ...core.method import CompressContext, CompressionMethod
+from ...core.params import rng
+from ...core.registry import CALLBACKS, METHODS
+from ...core.callbacks import Callback, TrainState
 
 
 class GumbelSigmoidGate(nn.Module):
@@ -241,7 +241,7 @@ class RABNNGrow(CompressionMethod):
 
     @staticmethod
     def _config(ctx: CompressContext, epochs: int, lr: Optional[float]):
-        from ...recipe import finetune_config
+        from ...train.config import finetune_config
 
         return finetune_config(ctx.train, epochs, {"lr": lr if lr is not None else ctx.train.lr}, "ra_bnn")
 

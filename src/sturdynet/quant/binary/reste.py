@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ...config import rng
-from ...registry import CALLBACKS
-from ...train.callbacks import Callback, TrainState
+from ...core.params import rng
+from ...core.registry import CALLBACKS
+from ...core.callbacks import Callback, TrainState
 from .quantizers import sign_quantizers
 
 

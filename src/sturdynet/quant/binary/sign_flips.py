@@ -20,9 +20,9 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ...config import rng
-from ...registry import CALLBACKS
-from ...train.callbacks import Callback, TrainState
+from ...core.params import rng
+from ...core.registry import CALLBACKS
+from ...core.callbacks import Callback, TrainState
 from .quantizers import binary_weights
 
 

@@ -1,0 +1,239 @@
+"""Parameters: YAML and keyword arguments read into frozen dataclasses, with errors that name the field path.
+
+A recipe has a fixed top level (:class:`Recipe`); the parameters of each component
+(data set, model, compression method, check, callback) are validated against the
+dataclass that the component registered, so a new method adds its own fields without
+touching this module.
+
+Field constraints live in ``dataclasses.field(metadata=...)``:
+``range=(lo, hi)`` with ``bounds="[]"`` / ``"[)"`` / ``"(]"`` / ``"()"``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Literal, Mapping, Optional, Tuple, Union
+
+import yaml
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .registry import Registry
+
+
+
+class ConfigError(ValueError):
+    """A bad recipe value; ``str(err)`` is ``"<field path>: <what is wrong>"``."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+def rng(lo: Optional[float] = None, hi: Optional[float] = None, bounds: str = "[]", **kw: Any) -> Any:
+    """A dataclass field with a numeric range, e.g. ``sparsity: float = rng(0, 1, "[)")``."""
+    meta = {"range": (lo, hi, bounds)}
+    return field(metadata=meta, **kw)
+
+
+def _join(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (tuple, list):
+        return "list of " + _type_name(typing.get_args(tp)[0])
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    """Check ``value`` against type ``tp``; return it converted (lists -> tuples)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Union:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(a, value, path)
+            except ConfigError as e:
+                errors.append(e)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConfigError(path, f"must be {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(path, f"must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+    if origin in (tuple, list):
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(path, f"must be a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_convert(item, v, _join(path, i)) for i, v in enumerate(value))
+    if origin in (dict, Mapping) or tp in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"must be a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, f"must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # YAML reads 1e-3 (no dot) as a string: accept numeric strings.
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise ConfigError(path, f"must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _check_range(f: dataclasses.Field, value: Any, path: str) -> None:
+    spec = f.metadata.get("range")
+    if spec is None or value is None:
+        return
+    lo, hi, bounds = spec
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        ok_lo = lo is None or (v >= lo if bounds[0] == "[" else v > lo)
+        ok_hi = hi is None or (v <= hi if bounds[1] == "]" else v < hi)
+        if not (ok_lo and ok_hi):
+            if hi is None:
+                want = f"must be {'>=' if bounds[0] == '[' else '>'} {lo}"
+            elif lo is None:
+                want = f"must be {'<=' if bounds[1] == ']' else '<'} {hi}"
+            else:
+                want = f"must be in {bounds[0]}{lo}, {hi}{bounds[1]}"
+            raise ConfigError(path, f"{want}, got {v}")
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys, types and ranges.
+
+    Raises:
+        ConfigError: naming the first offending field path.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(path, f"must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in data:
+        if key not in fields:
+            known = ", ".join(sorted(fields)) or "none"
+            raise ConfigError(_join(path, key), f"unknown key (known: {known})")
+    kwargs = {}
+    for name, f in fields.items():
+        fpath = _join(path, name)
+        if name in data:
+            parse = f.metadata.get("parse")
+            value = parse(data[name], fpath) if parse else _convert(hints[name], data[name], fpath)
+            _check_range(f, value, fpath)
+            kwargs[name] = value
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            raise ConfigError(fpath, "is required")
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(_join(path, e.path) if e.path else path, e.message) from None
+    except ValueError as e:
+        raise ConfigError(path, str(e)) from None
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass -> plain dict/list structure (tuples become lists) for JSON/YAML."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def kwargs_of(params: Any) -> Dict[str, Any]:
+    """A parameter dataclass instance as keyword arguments (empty for None)."""
+    if params is None:
+        return {}
+    return {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registered component: its name plus its validated parameter dataclass."""
+
+    name: str
+    params: Any = None
+
+    def kwargs(self) -> Dict[str, Any]:
+        """The parameters as keyword arguments (empty when the component has none)."""
+        return kwargs_of(self.params)
+
+    def to_dict(self, key: str = "name") -> Dict[str, Any]:
+        return {key: self.name, **to_dict(self.kwargs())}
+
+
+def component(registry: "Registry", data: Any, path: str, key: str = "name",
+              reserved: Tuple[str, ...] = ()) -> Component:
+    """Validate ``{key: <registered name>, **params}`` against ``registry``.
+
+    Keys listed in ``reserved`` are ignored here (the caller reads them).
+    """
+    if isinstance(data, str):
+        data = {key: data}
+    if not isinstance(data, Mapping):
+        raise ConfigError(path, f"must be a mapping with a '{key}', got {data!r}")
+    if key not in data:
+        raise ConfigError(_join(path, key), "is required")
+    name = data[key]
+    if not isinstance(name, str) or name not in registry:
+        raise ConfigError(_join(path, key), registry.unknown(name))
+    rest = {k: v for k, v in data.items() if k != key and k not in reserved}
+    return Component(name, registry.validate(name, rest, path))
+
+
+def load_yaml(path: Union[str, Path]) -> Any:
+    """Read a YAML file, turning I/O and syntax problems into one-line ConfigErrors."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("", f"recipe file not found: {p}")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError("", f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None

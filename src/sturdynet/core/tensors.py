@@ -1,0 +1,31 @@
+"""The one set of tensor helpers every family shares: where a model lives, its logits in
+eval mode, and which samples it classifies correctly."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU if it has neither)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
+    """Logits of ``model`` in eval mode, on the CPU (the caller's train/eval mode is restored)."""
+    was = model.training
+    model.eval()
+    device = model_device(model)
+    outs = [model(xb.to(device)).cpu() for xb in x.split(batch_size)] if len(x) else []
+    model.train(was)
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def correct_mask(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 512) -> Tensor:
+    """Boolean (N,) tensor: is each sample classified correctly."""
+    return predict(model, x, batch_size).argmax(1) == y.cpu()

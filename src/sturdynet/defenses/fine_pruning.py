@@ -1,0 +1,206 @@
+"""Fine-Pruning: Liu, Dolan-Gavitt & Garg, "Fine-Pruning: Defending Against Backdooring
+Attacks on Deep Neural Networks" (arXiv 1805.12185).
+
+The defender runs clean data through the model, records the mean activation of every
+channel of the last convolutional layer, removes channels in increasing order of that
+activation (dormant channels first: those the backdoor tends to use) and stops before
+the clean accuracy drops by more than ``max_accuracy_drop`` or when ``amount`` of the
+layer's channels are gone; then the pruned model is fine-tuned on clean data.
+
+Clean data is the run's validation split (poisoning touches only the training split,
+see :mod:`sturdynet.data.poison`): activations and the accuracy limit use it, and so
+does fine-tuning unless ``finetune_on: train`` (which trains on the possibly poisoned
+training split, as a variant's ``finetune_epochs`` would).
+
+Pruning reuses :mod:`sturdynet.prune.structured`: the channel's filter, bias and batch-
+norm affine terms are masked, then (``physical: true``) the channels are removed.
+
+Deviations: a channel's activation is measured where the next layer reads it (after the
+nonlinearity and any pooling in between), not at the conv output; in residual networks
+the last prunable layer is the last block's first conv (channels of the residual stream
+are never pruned, see :mod:`sturdynet.prune.channel_groups`), not the very last conv.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, List, Literal, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..core.method import CompressContext, CompressionMethod
+from ..core.tensors import predict
+from ..core.params import rng
+from ..data.base import DataBundle, Split
+from ..prune.channel_groups import ChannelGroup, out_channels
+from ..core.masks import get_masks
+from ..prune.structured import compact, mask_channels, prunable_groups, resize_to_state_dict
+from ..core.registry import METHODS
+from ..train.loop import evaluate_accuracy, fit
+
+NAME = "prune.fine_pruning"
+
+
+@dataclass(frozen=True)
+class FinePruningParams:
+    """``amount``: most channels removed (fraction of the layer); ``max_accuracy_drop``:
+    stop before clean accuracy falls by more (None: remove exactly ``amount``);
+    ``layer``: the producer to prune (default: the last prunable conv); ``samples``: clean
+    validation images used (default all); ``epochs``: fine-tuning epochs after pruning (at
+    a tenth of the base learning rate unless ``lr``) on ``finetune_on`` data. A variant's
+    own ``finetune_epochs`` is a different thing: it trains afterwards on the training split."""
+
+    amount: float = rng(0, 1, "[)", default=0.9)
+    max_accuracy_drop: Optional[float] = rng(0, 1, "[]", default=0.04)
+    layer: Optional[str] = None
+    samples: Optional[int] = rng(1, None, default=None)
+    epochs: int = rng(0, None, default=2)
+    finetune_on: Literal["val", "train"] = "val"
+    lr: Optional[float] = rng(0, None, "(]", default=None)
+    min_channels: int = rng(1, None, default=1)
+    physical: bool = True
+
+
+def pick_group(model: nn.Module, layer: Optional[str]) -> ChannelGroup:
+    """The channel group of ``layer``, or of the last prunable conv layer."""
+    groups = prunable_groups(model)
+    if layer is not None:
+        found = [g for g in groups if g.producer == layer]
+        if not found:
+            raise ValueError(f"layer: {layer!r} is not a prunable channel group; "
+                             f"choose one of {', '.join(g.producer for g in groups)}")
+        return found[0]
+    convs = [g for g in groups if isinstance(model.get_submodule(g.producer), nn.Conv2d)]
+    if not convs:
+        raise ValueError("fine-pruning needs a prunable convolution layer; the model has none")
+    return convs[-1]
+
+
+def _channels(x: Tensor, c: int) -> Tensor:
+    """The consumer's input as (N, C, positions): channel c owns the c-th slice."""
+    return x.reshape(x.shape[0], c, -1)
+
+
+@torch.no_grad()
+def mean_activations(model: nn.Module, group: ChannelGroup, x: Tensor, batch_size: int = 512) -> Tensor:
+    """Mean activation of each channel of ``group`` over images ``x``, taken at the input
+    of the layer that reads the channels (float64, one value per channel)."""
+    c = out_channels(model.get_submodule(group.producer))
+    total = torch.zeros(c, dtype=torch.float64)
+    consumer = model.get_submodule(group.consumers[0][0])
+
+    def record(_m: nn.Module, inp: Tuple[Tensor, ...]) -> None:
+        total.add_(_channels(inp[0], c).double().mean(2).sum(0).cpu())
+
+    hook = consumer.register_forward_pre_hook(record)
+    try:
+        predict(model, x, batch_size)  # the hook records; the logits are not needed
+    finally:
+        hook.remove()
+    return total / max(1, len(x))
+
+
+def accuracy_without(model: nn.Module, group: ChannelGroup, dead: Tensor, split: Split) -> float:
+    """Clean accuracy with the channels ``dead`` (boolean) silenced at the consumer's input,
+    which is what masking them computes (every layer in between maps zero to zero)."""
+    keep = (~dead).double()
+    consumer = model.get_submodule(group.consumers[0][0])
+
+    def silence(_m: nn.Module, inp: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
+        x = inp[0]
+        k = keep.to(device=x.device, dtype=x.dtype).view(1, -1, 1)
+        return ((_channels(x, keep.numel()) * k).reshape(x.shape),) + tuple(inp[1:])
+
+    hook = consumer.register_forward_pre_hook(silence)
+    try:
+        return evaluate_accuracy(model, split)["accuracy"]
+    finally:
+        hook.remove()
+
+
+def prune_order(model: nn.Module, group: ChannelGroup, params: FinePruningParams,
+                clean: Split) -> Tuple[Tensor, Dict[str, Any]]:
+    """The boolean keep vector of ``group`` and the search's report (see the module docstring)."""
+    act = mean_activations(model, group, clean.x)
+    c = act.numel()
+    order = torch.sort(act, stable=True).indices
+    limit = min(int(round(params.amount * c)), max(0, c - params.min_channels))
+    base = evaluate_accuracy(model, clean)["accuracy"]
+    curve: List[Dict[str, Any]] = []
+    k, acc, stopped = 0, base, "amount"
+    for n in range(1, limit + 1):
+        dead = torch.zeros(c, dtype=torch.bool)
+        dead[order[:n]] = True
+        a = accuracy_without(model, group, dead, clean)
+        curve.append({"channels": n, "accuracy": a})
+        if params.max_accuracy_drop is not None and base - a > params.max_accuracy_drop + 1e-12:
+            stopped = "accuracy_drop"
+            break
+        k, acc = n, a
+    keep = torch.ones(c, dtype=torch.bool)
+    keep[order[:k]] = False
+    report = {"layer": group.producer, "channels_before": c, "channels_pruned": k, "channel_sparsity": k / c,
+              "pruned_channels": order[:k].tolist(), "mean_activation": [round(float(v), 6) for v in act],
+              "clean_accuracy_before": base, "clean_accuracy_pruned": acc, "stopped_by": stopped, "curve": curve}
+    return keep, report
+
+
+def _clean_split(ctx: Optional[CompressContext], samples: Optional[int]) -> Split:
+    data = getattr(ctx, "data", None)
+    if data is None:
+        raise ValueError(f"{NAME} needs clean data: run it from a recipe (it uses the validation split)")
+    if not len(data.val):
+        raise ValueError(f"{NAME} needs a clean validation split; set data.val_fraction > 0")
+    return data.val.take(samples)
+
+
+def _finetune(model: nn.Module, params: FinePruningParams, ctx: CompressContext, clean: Split) -> list:
+    from ..train.config import finetune_config
+
+    if ctx.train is None:
+        raise ValueError(f"{NAME} with epochs > 0 needs a training context (run it from a recipe)")
+    cfg = finetune_config(ctx.train, params.epochs, {"lr": params.lr} if params.lr else None, NAME)
+    if params.finetune_on == "train":
+        if ctx.fit is None:
+            raise ValueError(f"{NAME} with finetune_on: train needs the run's trainer (run it from a recipe)")
+        return ctx.fit(model, cfg)
+    empty = Split(clean.x[:0], clean.y[:0])
+    data: DataBundle = dataclasses.replace(ctx.data, train=clean, val=empty)
+    return fit(model, data, cfg, seed=ctx.seed, device=ctx.device)
+
+
+@METHODS.register(NAME, params=FinePruningParams)
+class FinePruning(CompressionMethod):
+    """Prune the last conv layer's dormant channels on clean data, then fine-tune (arXiv 1805.12185)."""
+
+    def apply(self, model: nn.Module, params: FinePruningParams, ctx: Optional[CompressContext] = None) -> nn.Module:
+        clean = _clean_split(ctx, params.samples)
+        masked = copy.deepcopy(model)
+        group = pick_group(masked, params.layer)
+        keep, report = prune_order(masked, group, params, clean)
+        with torch.no_grad():
+            mask_channels(masked, [group], {group.producer: keep})
+        out = compact(masked, set(get_masks(model))) if params.physical else masked
+        if params.epochs > 0:
+            report["finetune_history"] = _finetune(out, params, ctx, clean)
+            report["clean_accuracy_finetuned"] = evaluate_accuracy(out, clean)["accuracy"]
+        report["params_before"] = sum(p.numel() for p in model.parameters())
+        report["params_after"] = sum(p.numel() for p in out.parameters())
+        ctx.log[NAME] = report
+        return out
+
+    def prepare(self, model: nn.Module, params: FinePruningParams) -> nn.Module:
+        """The masked structure (``physical: false``); the physical one needs the checkpoint."""
+        if params.physical:
+            raise ValueError(f"{NAME} chooses its channel count from data; use prepare_for_state with the checkpoint")
+        model = copy.deepcopy(model)
+        group = pick_group(model, params.layer)
+        with torch.no_grad():
+            mask_channels(model, [group], {group.producer: torch.ones(out_channels(model.get_submodule(group.producer)), dtype=torch.bool)})
+        return model
+
+    def prepare_for_state(self, model: nn.Module, params: FinePruningParams, state_dict) -> nn.Module:
+        """The structure of a checkpoint: the channel counts are read from ``state_dict``."""
+        return resize_to_state_dict(model, state_dict) if params.physical else self.prepare(model, params)
