@@ -4,16 +4,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-FAMILIES = {
-    "datasets": "DATASETS", "models": "MODELS", "methods": "METHODS", "checks": "CHECKS",
-    "attacks": "ATTACKS", "callbacks": "CALLBACKS", "adversarial": "ADVERSARIAL", "faults": "FAULTS",
-    "corruptions": "CORRUPTIONS",
-}
+from ..core.registry import REGISTRIES
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("list", help="list data sets, models, methods, checks, ... and their parameters")
-    p.add_argument("family", nargs="?", choices=sorted(FAMILIES), help="only this family")
+    p.add_argument("family", nargs="?", choices=sorted(REGISTRIES), help="only this family")
     p.add_argument("pattern", nargs="?", default="*", help="glob on names, e.g. 'prune.*'")
     p.set_defaults(func=run)
 
@@ -33,11 +29,9 @@ def _fields(pcls) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core import registry
-
-    fams = [args.family] if args.family else sorted(FAMILIES)
+    fams = [args.family] if args.family else sorted(REGISTRIES)
     for fam in fams:
-        reg = getattr(registry, FAMILIES[fam])
+        reg = REGISTRIES[fam]
         names = reg.names(args.pattern)
         print(f"{fam}:")
         if not names:
