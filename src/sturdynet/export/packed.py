@@ -178,8 +178,9 @@ def _shapes(entries: List[Dict[str, Any]]) -> Dict[str, Tensor]:
     return {e["name"]: torch.empty(tuple(e["shape"]), device="meta") for e in entries}
 
 
-def load_packed(path: Union[str, Path]) -> Tuple[nn.Module, Dict[str, Any]]:
-    """Load a packed file; returns (model in eval mode, blob).
+def load_packed(path: Union[str, Path], trusted_factory: Optional[str] = "") -> Tuple[nn.Module, Dict[str, Any]]:
+    """Load a packed file; returns (model in eval mode, blob). A model built by a factory
+    is rebuilt only when ``trusted_factory`` names it (see ``models.arch.build_from_arch``).
 
     Raises:
         ValueError: missing or foreign file, or tensors that do not match the rebuilt
@@ -188,7 +189,7 @@ def load_packed(path: Union[str, Path]) -> Tuple[nn.Module, Dict[str, Any]]:
     from ..models.arch import build_from_arch
 
     blob = read_packed(path)
-    model = build_from_arch(blob["arch"], _shapes(blob["entries"]))
+    model = build_from_arch(blob["arch"], _shapes(blob["entries"]), trusted_factory=trusted_factory)
     targets = {key: (m, name, t) for key, m, name, t in stored_tensors(model)}
     names = [e["name"] for e in blob["entries"]]
     missing, extra = sorted(set(targets) - set(names)), sorted(set(names) - set(targets))

@@ -1,6 +1,8 @@
 """The architecture description stored in checkpoints and exports, and the model it rebuilds.
 
-An ``arch`` is plain data: the registered model name and its parameters, the data facts
+An ``arch`` is plain data: the model spec (:mod:`sturdynet.models.spec`: a registered name
+and its parameters, ``torchvision.<name>``, ``timm.<name>`` or a factory, with its
+``input_normalization``; never a class name), the data facts
 (channels, classes, input size, normalization) and the compression steps; rebuilding
 runs each step's structure-only transform, so the state_dict then loads into it.
 """
@@ -12,11 +14,11 @@ from torch import nn
 
 from ..core.method import run_steps
 from ..core.params import Component, component
-from ..core.registry import METHODS, MODELS
-from .common import build_model
+from ..core.registry import METHODS
+from .spec import build_from_spec, parse_model_spec
 
 
-def arch_of(model_spec: Component, data: Any, steps: Sequence[Component] = (),
+def arch_of(model_spec: Any, data: Any, steps: Sequence[Component] = (),
             data_spec: Optional[Component] = None) -> Dict[str, Any]:
     """The architecture description stored in checkpoints and exports.
 
@@ -29,13 +31,19 @@ def arch_of(model_spec: Component, data: Any, steps: Sequence[Component] = (),
         "steps": [s.to_dict("method") for s in steps]}
 
 
-def build_from_arch(arch: Dict[str, Any], state_dict: Optional[Dict[str, Any]] = None) -> nn.Module:
+def build_from_arch(arch: Dict[str, Any], state_dict: Optional[Dict[str, Any]] = None,
+                    trusted_factory: Optional[str] = "") -> nn.Module:
     """Rebuild the (untrained) model structure described by :func:`arch_of`; methods whose
     structure depends on the weights read it from ``state_dict`` (their shapes only: a
-    packed export passes ``meta`` tensors)."""
-    spec = component(MODELS, arch["model"], "model")
+    packed export passes ``meta`` tensors).
+
+    The stored spec may name any model (built-in, torchvision, timm, factory); a factory
+    is imported only when it equals ``trusted_factory`` (a file never runs code the
+    caller did not name).
+    """
+    spec = parse_model_spec(arch["model"], "arch.model")
     d = arch["data"]
-    model = build_model(spec.name, d["in_channels"], d["num_classes"], tuple(d["input_size"]),
-                        d["mean"], d["std"], **spec.kwargs())
+    model = build_from_spec(spec, d["in_channels"], d["num_classes"], tuple(d["input_size"]),
+                            d["mean"], d["std"], load=False, trusted_factory=trusted_factory)
     steps = [component(METHODS, s, f"steps[{i}]", key="method") for i, s in enumerate(arch.get("steps", []))]
     return run_steps(model, steps, None, structure_only=True, state_dict=state_dict)

@@ -36,10 +36,19 @@ def build_model(name: str, in_channels: int, num_classes: int, input_size: Tuple
     """Create a registered model; ``mean``/``std`` default to 0/1 per channel."""
     mean = tuple(mean) or (0.0,) * in_channels
     std = tuple(std) or (1.0,) * in_channels
-    return MODELS.create(name, in_channels, num_classes, input_size, mean, std, **params)
+    model = MODELS.create(name, in_channels, num_classes, input_size, mean, std, **params)
+    model.sturdynet_model = name  # marks a built-in model (structured pruning's module engine knows these)
+    return model
 
 
-def model_for_data(spec, data) -> nn.Module:
-    """Build the recipe's ``model`` component for a :class:`~sturdynet.data.DataBundle`."""
+def model_for_data(spec, data, load: bool = True) -> nn.Module:
+    """Build the recipe's ``model`` (a registered component or a
+    :class:`~sturdynet.models.spec.ModelSpec`) for a :class:`~sturdynet.data.DataBundle`;
+    ``load`` reads the spec's ``weights``."""
+    from .spec import ModelSpec, build_from_spec
+
+    if isinstance(spec, ModelSpec):
+        return build_from_spec(spec, data.in_channels, data.num_classes, data.input_size, data.mean, data.std,
+                               load=load)
     return build_model(spec.name, data.in_channels, data.num_classes, data.input_size,
                        data.mean, data.std, **spec.kwargs())

@@ -10,8 +10,16 @@ Criteria:
   paper (the sparsity-inducing L1 penalty on gamma during training is not part of
   this method). Groups without a batch norm are skipped under ``bn``.
 
-Which channels can go is decided by :mod:`sturdynet.prune.channel_groups` (chains in
-``nn.Sequential`` and the block-internal channels of residual blocks).
+Two engines decide which channels can go together (``engine``):
+
+* ``modules`` -- :mod:`sturdynet.prune.channel_groups` reads the module structure of
+  sturdynet's own models (chains in ``nn.Sequential``, the block-internal channels of
+  residual blocks) and offers the masked reference below;
+* ``graph`` -- :mod:`sturdynet.prune.graph` traces any network with torch-pruning's
+  dependency graph (arXiv 2301.12900), so channels coupled across residual adds,
+  concatenations, depthwise convs and squeeze-excitation products go together;
+* ``auto`` (default) -- ``modules`` for sturdynet's built-in models, ``graph`` for every
+  other network (torchvision, timm, factories, input-normalized wrappers).
 
 The masked reference: a pruned channel is masked in the producer's weight (and bias)
 *and* in its batch norm's gamma and beta, so the channel's output is exactly zero after
@@ -34,6 +42,7 @@ from ..core.method import CompressContext, CompressionMethod
 from ..core.params import rng
 from ..core.registry import METHODS
 from .channel_groups import ChannelGroup, find_groups, out_channels
+from .graph import graph_prune, resize_to_shapes
 from .macs import count_macs
 from ..core.masks import SUFFIX, attach_mask, get_masks
 
@@ -45,8 +54,11 @@ class StructuredParams:
     scope: Literal["layer", "global"] = "layer"
     min_channels: int = rng(1, None, default=1)
     physical: bool = True
+    engine: Literal["auto", "modules", "graph"] = "auto"
 
     def __post_init__(self) -> None:
+        if self.engine == "graph" and not self.physical:
+            raise ValueError("engine 'graph' removes channels physically; physical: false needs engine: modules")
         if self.scope == "global" and self.criterion != "bn":
             raise ValueError("scope 'global' ranks batch-norm gammas (criterion: bn); L1 filter norms of "
                              "different layers are not comparable, use scope: layer")
@@ -256,6 +268,15 @@ def structured_prune(model: nn.Module, params: StructuredParams,
     return out, report
 
 
+def engine_for(model: nn.Module, params: StructuredParams) -> str:
+    """``modules`` or ``graph``: ``auto`` picks ``modules`` for sturdynet's built-in models only."""
+    if params.engine != "auto":
+        return params.engine
+    if not params.physical:
+        return "modules"
+    return "modules" if getattr(model, "sturdynet_model", None) else "graph"
+
+
 @METHODS.register("prune.structured", params=StructuredParams)
 class StructuredPruning(CompressionMethod):
     """Channel pruning by L1 filter norm or batch-norm gamma (see the module docstring)."""
@@ -265,14 +286,22 @@ class StructuredPruning(CompressionMethod):
         data = getattr(ctx, "data", None) if ctx is not None else None
         if data is not None and hasattr(data, "input_size"):
             example = (data.in_channels, *data.input_size)
-        out, report = structured_prune(model, params, example)
+        if engine_for(model, params) == "graph":
+            if example is None:
+                raise ValueError("prune.structured (engine graph) needs the data's input shape to trace the model")
+            out, report = graph_prune(model, example, params.amount, params.criterion, params.scope)
+        else:
+            out, report = structured_prune(model, params, example)
         if ctx is not None:
             ctx.log["prune.structured"] = report
         return out
 
     def prepare_for_state(self, model: nn.Module, params: StructuredParams, state_dict) -> nn.Module:
         """The structure of a checkpoint: for ``scope: global`` the channel counts are
-        read from ``state_dict`` (masked models keep every channel, with masks)."""
+        read from ``state_dict`` (masked models keep every channel, with masks); the graph
+        engine's shapes are always read from it."""
+        if engine_for(model, params) == "graph":
+            return resize_to_shapes(model, state_dict)
         if params.scope == "layer":
             return self.prepare(model, params)
         if params.physical:
@@ -285,6 +314,9 @@ class StructuredPruning(CompressionMethod):
         Only ``scope: layer`` fixes the channel counts from the parameters alone; for
         ``scope: global`` use :func:`resize_to_state_dict` with the checkpoint.
         """
+        if engine_for(model, params) == "graph":
+            raise ValueError("the graph engine's channel counts come from the checkpoint; "
+                             "use sturdynet.prune.graph.resize_to_shapes(model, state_dict)")
         if params.scope != "layer":
             raise ValueError("prepare cannot know the channel counts of scope 'global'; "
                              "use sturdynet.prune.structured.resize_to_state_dict(model, state_dict)")

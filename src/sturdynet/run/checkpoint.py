@@ -31,8 +31,11 @@ def save_checkpoint(path: Union[str, Path], model: nn.Module, arch: Dict[str, An
     torch_save_atomic(path, blob)
 
 
-def load_checkpoint(path: Union[str, Path], map_location: str = "cpu") -> Tuple[nn.Module, Dict[str, Any]]:
-    """Load a checkpoint written by :func:`save_checkpoint`; returns (model in eval mode, blob).
+def load_checkpoint(path: Union[str, Path], map_location: Any = "cpu",
+                    trusted_factory: Optional[str] = "") -> Tuple[nn.Module, Dict[str, Any]]:
+    """Load a checkpoint written by :func:`save_checkpoint`; returns (model in eval mode on
+    ``map_location``, blob). A model built by a factory is rebuilt only when the caller
+    names that factory in ``trusted_factory`` (loading a file never imports code by itself).
 
     Raises:
         ValueError: one line naming the file when it is missing, not a sturdynet
@@ -48,9 +51,12 @@ def load_checkpoint(path: Union[str, Path], map_location: str = "cpu") -> Tuple[
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path}: not a sturdynet checkpoint")
     try:
-        model = build_from_arch(blob["arch"], blob["state_dict"])
-        model.load_state_dict(blob["state_dict"], strict=True)
+        model = build_from_arch(blob["arch"], blob["state_dict"], trusted_factory=trusted_factory)
     except (ConfigError, KeyError, RuntimeError, ValueError) as e:
+        raise ValueError(f"{path}: cannot rebuild its model ({str(e).splitlines()[0][:300]})") from None
+    try:
+        model.load_state_dict(blob["state_dict"], strict=True)
+    except (KeyError, RuntimeError, ValueError) as e:
         raise ValueError(f"{path}: does not match its architecture ({str(e).splitlines()[0][:300]})") from None
-    model.eval()
+    model.to(map_location).eval()
     return model, blob

@@ -5,7 +5,9 @@ Shape (YAML)::
     name: digits-demo
     seed: 0
     data: {name: digits}
-    model: {name: small_cnn}
+    model: {name: small_cnn}                  # or torchvision.<name>, timm.<name>, factory: "pkg.mod:fn";
+                                              # weights: state_dict.pt (then train: may be omitted),
+                                              # input_normalization: {mean: [...], std: [...]}
     train: {epochs: 15, batch_size: 64, lr: 0.05}
     variants:
       - {name: dense}
@@ -30,6 +32,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from ..core.params import Component, ConfigError, component, from_dict, load_yaml, rng, to_dict
 from ..core.registry import CHECKS, DATASETS, METHODS, MODELS
+from ..models.spec import ModelSpec, parse_model_spec
 from ..train.config import TrainConfig, finetune_config
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "default.yaml"
@@ -76,7 +79,7 @@ class Recipe:
     name: str
     seed: int
     data: Component
-    model: Component
+    model: ModelSpec
     train: TrainConfig
     variants: Tuple[VariantSpec, ...]
     evaluate: Tuple[CheckSpec, ...]
@@ -172,7 +175,7 @@ def parse_recipe(data: Any) -> Recipe:
     if "model" not in data:
         raise ConfigError("model", "is required")
     dat = component(DATASETS, data["data"], "data")
-    mod = component(MODELS, data["model"], "model")
+    mod = parse_model_spec(data["model"], "model")
     train = from_dict(TrainConfig, data.get("train"), "train")
     variants = tuple(_variant(v, f"variants[{i}]", train) for i, v in enumerate(_list(data, "variants")))
     names = [v.name for v in variants]

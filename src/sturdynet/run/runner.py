@@ -28,6 +28,7 @@ from .recipe import Recipe, VariantSpec
 from ..core.registry import CHECKS
 from ..core.storage import compression_facts
 from ..models.arch import arch_of
+from ..models.spec import normalization_warning
 from .checkpoint import load_checkpoint, save_checkpoint
 from ..train.loop import fit
 from .store import ResultsStore, encode_bits, git_commit, machine, stable_hash, versions
@@ -47,6 +48,16 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {name} requested but CUDA is not available")
     return dev
+
+
+def model_macs(model: nn.Module, data: Any) -> Optional[int]:
+    """Dense multiply-accumulates of one example (None when the model cannot be traced so)."""
+    from ..prune.macs import count_macs
+
+    try:
+        return int(count_macs(model, (data.in_channels, *data.input_size))["macs"])
+    except Exception:  # noqa: BLE001 - a fact for the report, never a reason to fail
+        return None
 
 
 def variant_seed(seed: int, name: str) -> int:
@@ -92,16 +103,20 @@ class Runner:
         arch = arch_of(self.recipe.model, self.data, (), self.recipe.data)
         if ckpt.exists() and self.store.data.get("base", {}).get("status") == "ok":
             _emit(self.progress, event="stage", stage="load base model")
-            model, blob = load_checkpoint(ckpt)
+            model, blob = load_checkpoint(ckpt, self.device, trusted_factory=self.recipe.model.factory)
             self.init_state = blob["extra"].get("init_state")
-            return model.to(self.device)
+            return model
         torch.manual_seed(self.recipe.seed)
         model = model_for_data(self.recipe.model, self.data).to(self.device)
         self.init_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        _emit(self.progress, event="stage", stage="train base model", epochs=self.recipe.train.epochs)
         t0 = time.perf_counter()
-        history = fit(model, self.data, self.recipe.train, seed=self.recipe.seed, progress=self.progress,
-                      device=self.device)
+        if self.recipe.model.weights:  # a trained model: no base training
+            _emit(self.progress, event="stage", stage="load given weights")
+            history = []
+        else:
+            _emit(self.progress, event="stage", stage="train base model", epochs=self.recipe.train.epochs)
+            history = fit(model, self.data, self.recipe.train, seed=self.recipe.seed, progress=self.progress,
+                          device=self.device)
         save_checkpoint(ckpt, model, arch, {"history": history, "init_state": self.init_state})
         self.store.data["base"] = {"status": "ok", "seconds": time.perf_counter() - t0, "history": history,
                                    "checkpoint": ckpt.name}
@@ -169,8 +184,8 @@ class Runner:
             return self.base
         path = self.dir / "variants" / f"{spec.name}.pt"
         if path.exists():
-            model, _ = load_checkpoint(path)
-            return model.to(self.device)
+            model, _ = load_checkpoint(path, self.device, trusted_factory=self.recipe.model.factory)
+            return model
         return None
 
     def _needs_work(self, spec: VariantSpec, old: Optional[Dict[str, Any]], key: str) -> str:
@@ -208,6 +223,7 @@ class Runner:
                 facts["compression_ratio"] = self.models["dense"].size_bytes / max(1, facts["size_bytes"])
                 facts["dense_size_bytes"] = self.models["dense"].size_bytes
                 facts["params_count"] = facts.pop("params")
+                facts["macs"] = model_macs(model, self.data)
                 rec.update(facts)
             self.models[spec.name] = model
             self._evaluate(spec, model, rec)
@@ -228,7 +244,13 @@ class Runner:
         self.store.start(header, self.base_key())
         self.base = self._train_base()
         self.base.eval()
+        warning = normalization_warning(self.base, r.model)
+        if warning:
+            log.warning("%s", warning)
+            self.store.data["warnings"] = [warning]
+            self.store.save()
         self.base.size_bytes = compression_facts(self.base)["size_bytes"]  # type: ignore[attr-defined]
+        self.store.data.setdefault("base", {})["macs"] = model_macs(self.base, self.data)
         self.models["dense"] = self.base
         for spec in r.variants:
             self.run_variant(spec)
