@@ -1,4 +1,10 @@
-"""``sturdynet evaluate CHECKPOINT --check pgd ...``: run checks on a saved model."""
+"""``sturdynet evaluate``: run checks on a saved model.
+
+The model is a sturdynet checkpoint (``sturdynet evaluate run/base.pt``), or any model
+spec with its weights: ``--model torchvision.resnet18 --weights w.pt``, ``--model-factory
+pkg.mod:fn --model-kwargs '{width: 32}' --weights w.pt``, or ``--recipe r.yaml`` (its
+``model`` and ``data``). ``--device`` picks where the model is loaded and run.
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +17,17 @@ def add_parser(sub) -> None:
                        description="Run checks on a checkpoint written by `sturdynet train` or `sturdynet run`. "
                                    "A check is a name (clean) or a YAML mapping as in a recipe, e.g. "
                                    "--check '{check: pgd, eps: [0.05, 0.1], steps: 20}'.")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", nargs="?", help="a sturdynet checkpoint (or give --model / --recipe)")
+    p.add_argument("--model", help="model spec: a built-in name, torchvision.<name>, timm.<name>, or a YAML "
+                                   "mapping as in a recipe")
+    p.add_argument("--model-factory", metavar="PKG.MOD:FN",
+                   help="build the model with this callable (also allows a checkpoint built by it to load)")
+    p.add_argument("--model-kwargs", metavar="YAML", help="keyword arguments of the model / factory")
+    p.add_argument("--weights", help="state_dict or checkpoint to load into the model (weights_only=True)")
+    p.add_argument("--input-normalization", metavar="YAML",
+                   help="'{mean: [...], std: [...]}' when the network expects normalized input")
+    p.add_argument("--recipe", help="take the model and data from this recipe")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the recipe's, else auto)")
     p.add_argument("--check", action="append", dest="checks", metavar="CHECK",
                    help="check name or YAML mapping (repeatable; default: clean)")
     p.add_argument("--data", help="data set as a name or YAML mapping (default: the one the checkpoint was "
@@ -46,15 +62,12 @@ def describe(check_id: str, m: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from ..core.params import ConfigError, component, to_dict
-    from ..data import load_data
     from ..checks.base import CheckContext
-    from ..run.recipe import parse_check
-    from ..core.registry import CHECKS, DATASETS
     from ..core.atomic import write_json_atomic
-    from ..run.checkpoint import load_checkpoint
-
-    model, blob = load_checkpoint(args.checkpoint)
+    from ..core.params import ConfigError, to_dict
+    from ..core.registry import CHECKS
+    from ..core.tensors import model_device
+    from ..run.recipe import parse_check
 
     def parse(text: str, what: str):
         try:
@@ -62,12 +75,9 @@ def run(args: argparse.Namespace) -> int:
         except yaml.YAMLError:
             raise ConfigError(what, f"not valid YAML: {text!r}") from None
 
-    data_raw = parse(args.data, "--data") if args.data else blob["arch"].get("data_spec")
-    if data_raw is None:
-        raise ConfigError("--data", "the checkpoint does not name its data set; give --data")
-    data = load_data(component(DATASETS, data_raw, "--data"), args.seed)
+    model, data, source = _load_model(args, parse)
     checks = [parse_check(parse(c, "--check"), f"--check[{i}]") for i, c in enumerate(args.checks or ["clean"])]
-    ctx = CheckContext(device=next(model.parameters()).device, seed=args.seed, models={"dense": model})
+    ctx = CheckContext(device=model_device(model), seed=args.seed, models={"dense": model})
     out = {}
     for c in checks:
         m = CHECKS.create_from(c.check, model, data, ctx)
@@ -76,5 +86,68 @@ def run(args: argparse.Namespace) -> int:
         ctx.results[c.id] = out[c.id]
         print(describe(c.id, out[c.id]))
     if args.out:
-        write_json_atomic(Path(args.out), {"checkpoint": str(args.checkpoint), "metrics": out})
+        write_json_atomic(Path(args.out), {"checkpoint": source, "device": str(ctx.device), "metrics": out})
     return 0
+
+
+def _spec_from_args(args: argparse.Namespace, parse) -> dict:
+    """The model spec mapping given by --model / --model-factory and their options."""
+    kwargs = parse(args.model_kwargs, "--model-kwargs") if args.model_kwargs else {}
+    if args.model_factory:
+        raw = {"factory": args.model_factory, "kwargs": kwargs or {}}
+    else:
+        raw = parse(args.model, "--model")
+        raw = dict(raw) if isinstance(raw, dict) else {"name": raw}
+        raw.update(kwargs or {})
+    if args.weights:
+        raw["weights"] = args.weights
+    if args.input_normalization:
+        raw["input_normalization"] = parse(args.input_normalization, "--input-normalization")
+    return raw
+
+
+def _load_model(args: argparse.Namespace, parse):
+    """(model on the chosen device, data bundle, description of the source)."""
+    import dataclasses
+
+    from ..core.params import ConfigError, component
+    from ..core.registry import DATASETS
+    from ..data import load_data
+    from ..models.common import model_for_data
+    from ..models.spec import normalization_warning, parse_model_spec
+    from ..run.checkpoint import load_checkpoint
+    from ..run.recipe import load_recipe
+    from ..run.runner import resolve_device
+
+    recipe = load_recipe(args.recipe) if args.recipe else None
+    device = resolve_device(args.device or (recipe.device if recipe else "auto"))
+    data_raw = parse(args.data, "--data") if args.data else None
+    if args.checkpoint and not args.model and not args.recipe:
+        trusted = args.model_factory or ""
+        model, blob = load_checkpoint(args.checkpoint, device, trusted_factory=trusted)
+        data_raw = data_raw or blob["arch"].get("data_spec")
+        if data_raw is None:
+            raise ConfigError("--data", "the checkpoint does not name its data set; give --data")
+        return model, load_data(component(DATASETS, data_raw, "--data"), args.seed), str(args.checkpoint)
+    if args.checkpoint:
+        raise ConfigError("checkpoint", "give either a CHECKPOINT or a model spec (--model / --recipe), not both")
+    if recipe is not None:
+        spec = recipe.model
+        if args.weights:
+            spec = dataclasses.replace(spec, weights=args.weights)
+        data_spec = component(DATASETS, data_raw, "--data") if data_raw is not None else recipe.data
+    elif args.model or args.model_factory:
+        spec = parse_model_spec(_spec_from_args(args, parse), "--model")
+        if data_raw is None:
+            raise ConfigError("--data", "give the data set to evaluate on (e.g. --data digits)")
+        data_spec = component(DATASETS, data_raw, "--data")
+    else:
+        raise ConfigError("checkpoint", "give a CHECKPOINT, --model NAME --weights FILE, --model-factory or --recipe")
+    if not spec.weights:
+        raise ConfigError("--weights", f"model {spec.label} has no weights to evaluate; give --weights FILE")
+    data = load_data(data_spec, args.seed)
+    model = model_for_data(spec, data).to(device).eval()
+    warning = normalization_warning(model, spec)
+    if warning:
+        print(f"warning: {warning}")
+    return model, data, spec.weights

@@ -24,6 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--float16", action="store_true", help="store float tensors as float16 (not bit-exact)")
     p.add_argument("--no-verify", action="store_true", help="skip the reload-and-compare check")
     p.add_argument("--inspect", metavar="FILE", help="print the contents of a packed file and exit")
+    p.add_argument("--model-factory", metavar="PKG.MOD:FN", default="",
+                   help="allow a checkpoint whose model is built by this factory to load")
     p.set_defaults(func=run)
 
 
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         return _inspect(args.inspect)
     if not args.checkpoint:
         raise ValueError("give a CHECKPOINT to export (or --inspect FILE)")
-    model, blob = load_checkpoint(args.checkpoint)
+    model, blob = load_checkpoint(args.checkpoint, trusted_factory=args.model_factory)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".sturdy")
     info = export_model(model, out, blob["arch"], float_dtype="float16" if args.float16 else "float32")
     size = compression_facts(model)["size_bytes"]
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
           f"size_bytes {size} ({(info['payload_bytes'] / max(1, size) - 1) * 100:+.2f}%)")
     if args.no_verify or args.float16:
         return 0
-    loaded, _ = load_packed(out)
+    loaded, _ = load_packed(out, trusted_factory=args.model_factory)
     d = blob["arch"]["data"]
     g = torch.Generator().manual_seed(0)
     x = torch.rand(8, d["in_channels"], *d["input_size"], generator=g)
