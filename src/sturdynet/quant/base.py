@@ -28,8 +28,13 @@ that stores ``bits`` bits per element implements
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .stored import StoredCodes
 
 GRAD_MODES = ("ste", "true")
 
@@ -81,6 +86,24 @@ class Quantizer(nn.Module):
         if self.grad_mode != "ste":
             raise ValueError(f"unknown gradient mode {self.grad_mode!r}; use one of {GRAD_MODES}")
         return self.ste_forward(x)
+
+    # -- stored codes (the fault bit view; sturdynet.quant.stored) --------------------------
+    def stored(self, w: Tensor, deployed: Tensor, name: str = "weight") -> "StoredCodes":
+        """The storage format (codec) of this quantizer's deployed tensor.
+
+        Args:
+            w: the latent tensor; deployed: its deployed values (``self(w)`` in eval mode).
+            name: the layer, for error messages.
+
+        The default reads ``bits == 1`` as binary ``+-s`` and wider quantizers as k-bit
+        two's-complement integers with step max|W_c| / (2^(k-1) - 1); quantizers with
+        their own step or codes override it.
+        """
+        from .stored import BinaryCodes, IntCodes
+
+        if int(self.bits) == 1:
+            return BinaryCodes.of_values(deployed)
+        return IntCodes.of_step(deployed, int(self.bits), None, name)
 
     # -- export protocol ---------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:

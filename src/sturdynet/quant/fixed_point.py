@@ -101,6 +101,12 @@ class FixedPointQuantizer(Quantizer):
         s = self._step(round_ste(self.frac))
         return round_ste(torch.clamp(x / s, self.lo, self.hi)) * s
 
+    def stored(self, w: Tensor, deployed: Tensor, name: str = "weight"):
+        """k-bit two's-complement integers times this quantizer's step (:mod:`.stored`)."""
+        from .stored import IntCodes
+
+        return IntCodes.of_step(deployed, self.bits, self.scale, name)
+
     def encode(self, x: Tensor) -> Tensor:
         return (self.integers(x) - self.lo).long()
 

@@ -95,6 +95,12 @@ class LSQQuantizer(Quantizer):
         s = self._view(grad_scale(self.step, self.grad_scale_factor(x)), x)
         return round_ste(torch.clamp(x / s, -self.qn, self.qp)) * s
 
+    def stored(self, w: Tensor, deployed: Tensor, name: str = "weight"):
+        """k-bit two's-complement integers times this quantizer's step (:mod:`.stored`)."""
+        from .stored import IntCodes
+
+        return IntCodes.of_step(deployed, self.bits, self.step, name)
+
     def encode(self, x: Tensor) -> Tensor:
         s = self._view(self.step.detach(), x)
         return (torch.clamp(torch.round(x / s), -self.qn, self.qp) + self.qn).long()

@@ -96,6 +96,12 @@ class TTQQuantizer(Quantizer):
         pos, neg = self.regions(w)
         return pos.long() - neg.long()
 
+    def stored(self, w: Tensor, deployed: Tensor, name: str = "weight"):
+        """2-bit two's-complement codes with the scales ``(W_n, W_p)`` (:class:`.stored.TernaryCodes`)."""
+        from .stored import TernaryCodes, ternary_scale
+
+        return TernaryCodes(w.shape, 2, ternary_scale(self.w_n, self.w_p, name))
+
     def encode(self, w: Tensor) -> Tensor:
         return self.ternary(w) + 1
 

@@ -102,6 +102,12 @@ class UniformQuantizer(Quantizer):
         s = self._scale(x)
         return torch.clamp(x, self.qmin * s, self.qmax * s)
 
+    def stored(self, w: Tensor, deployed: Tensor, name: str = "weight"):
+        """k-bit two's-complement integers times this quantizer's step (:mod:`.stored`)."""
+        from .stored import IntCodes
+
+        return IntCodes.of_step(deployed, self.bits, self.scale, name)
+
     def encode(self, x: Tensor) -> Tensor:
         return (self.integers(x) - self.qmin).long()
 

@@ -96,6 +96,12 @@ class BinaryWeightQuantizer(_SignQuantizer):
             self.alpha.copy_(a.detach().flatten())
         return self._sign(w) * a
 
+    def stored(self, w: Tensor, deployed: Tensor, name: str = "weight"):
+        """One bit per weight times the per-channel alpha (:class:`sturdynet.quant.stored.BinaryCodes`)."""
+        from ..stored import BinaryCodes
+
+        return BinaryCodes.of_values(deployed)
+
     # -- export protocol (sturdynet.quant.base) --------------------------------------------
     def encode(self, w: Tensor) -> Tensor:
         """1-bit codes: 1 for w >= 0, 0 for w < 0 (exact zeros are restored by the layer's mask)."""
