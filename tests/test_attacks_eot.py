@@ -113,7 +113,7 @@ def test_check_flag_names_eot(noisy, digits):
 
 
 def test_bad_eot_iter():
-    with pytest.raises(ValueError, match="eot_iter must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"eot_iter: must be >= 1"):
         create_attack("pgd", NoisyInput(), eps=0.1, eot_iter=0)
     with pytest.raises(ConfigError, match="eot_iter"):
         from_dict(CHECKS.params("robust"), {"eot_iter": 0})

@@ -28,14 +28,16 @@ from the formula above rather than by integer decrements.
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, List, Literal, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core.params import rng
 from ..core.registry import ATTACKS
-from .base import Attack, dlr_loss, dlr_targeted_loss, to_ball, unit
+from .base import Attack, AttackParams, dlr_loss, dlr_targeted_loss, to_ball, unit
 
 LOSSES = ("ce", "dlr")
 
@@ -48,35 +50,34 @@ def checkpoints(n_iter: int) -> List[int]:
     return sorted({int(math.ceil(round(pj * n_iter, 9))) for pj in p})
 
 
-@ATTACKS.register("apgd")
-class APGD(Attack):
-    """Auto-PGD with the CE or DLR loss (targeted mode: -CE or targeted DLR).
+@dataclass(frozen=True)
+class APGDParams(AttackParams):
+    """APGD: ``steps`` iterations ``N_iter`` (the paper uses 100), ``loss`` ``"ce"`` or
+    ``"dlr"``, ``restarts`` (each on the points not yet fooled), ``rho`` (the condition-1
+    threshold), ``momentum`` (the momentum ``alpha``)."""
 
-    Args:
-        steps: iterations ``N_iter`` (the paper uses 100).
-        loss: ``"ce"`` or ``"dlr"``.
-        restarts: random restarts, each on the points not yet fooled.
-        rho: the condition-1 threshold.
-        momentum: the momentum ``alpha``.
-    """
+    steps: int = rng(1, None, default=100)
+    loss: Literal["ce", "dlr"] = "ce"
+    restarts: int = rng(1, None, default=1)
+    rho: float = rng(0, 1, "()", default=0.75)
+    momentum: float = rng(0, 1, "(]", default=0.75)
+
+
+@ATTACKS.register("apgd", params=APGDParams, aliases={"apgd-ce": {"loss": "ce"}, "apgd-dlr": {"loss": "dlr"}})
+class APGD(Attack):
+    """Auto-PGD with the CE or DLR loss (targeted mode: -CE or targeted DLR); fields:
+    :class:`APGDParams`."""
 
     name = "apgd"
+    Params = APGDParams
 
-    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, steps: int = 100, loss: str = "ce",
-                 restarts: int = 1, rho: float = 0.75, momentum: float = 0.75, **kw) -> None:
-        super().__init__(model, eps=eps, **kw)
-        if steps < 1 or restarts < 1:
-            raise ValueError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-        if not 0 < rho < 1 or not 0 < momentum <= 1:
-            raise ValueError(f"rho must be in (0, 1) and momentum in (0, 1], got {rho} and {momentum}")
-        self.steps = steps
-        self.loss = loss
-        self.restarts = restarts
-        self.rho = rho
-        self.momentum = momentum
-        self.checkpoints = checkpoints(steps)
+    def __init__(self, model: nn.Module, **params: Any) -> None:
+        super().__init__(model, **params)
+        self.checkpoints = checkpoints(self.steps)
+
+    @classmethod
+    def check_label(cls, params: Any) -> str:
+        return f"apgd-{params.loss}"
 
     # -- pieces -----------------------------------------------------------------------
     def loss_fn(self, y: Tensor, target: Optional[Tensor]) -> Callable[[Tensor], Tensor]:
@@ -123,6 +124,7 @@ class APGD(Attack):
             f, g, logits = self.loss_and_grad(x_cur, fn)
             hist.append(f)
             s = succeeded(logits)
+            self.progress(k, succ | s, loss=f)
             new = s & ~succ
             adv[new] = x_cur[new]
             succ |= s
@@ -157,26 +159,30 @@ class APGD(Attack):
         return out
 
 
-@ATTACKS.register("apgd-t")
+@dataclass(frozen=True)
+class APGDTParams(APGDParams):
+    """APGD-T: ``n_target_classes`` target classes to try (AutoAttack uses 9); ``loss``
+    ``"dlr"`` (targeted DLR, the default) or ``"ce"`` (minus CE on the target)."""
+
+    loss: Literal["ce", "dlr"] = "dlr"
+    n_target_classes: int = rng(1, None, default=9)
+
+
+@ATTACKS.register("apgd-t", params=APGDTParams, aliases={"apgdt": {}})
 class APGDT(APGD):
     """APGD-T: targeted DLR against the ``n_target_classes`` most likely wrong classes,
     one after the other on the points not yet misclassified (an untargeted attack
-    overall: success means any wrong class).
-
-    Args:
-        n_target_classes: how many target classes to try (AutoAttack uses 9).
-        loss: ``"dlr"`` (targeted DLR, the default) or ``"ce"`` (minus CE on the target).
-    """
+    overall: success means any wrong class). Its recipe check is ``apgd`` with
+    ``loss: dlr-t``."""
 
     name = "apgd-t"
+    Params = APGDTParams
     supports_targeted = False
+    check_into = ("apgd", "loss", "dlr-t")
 
-    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, n_target_classes: int = 9,
-                 loss: str = "dlr", **kw) -> None:
-        super().__init__(model, eps=eps, loss=loss, **kw)
-        if n_target_classes < 1:
-            raise ValueError(f"n_target_classes must be >= 1, got {n_target_classes}")
-        self.n_target_classes = n_target_classes
+    @classmethod
+    def check_label(cls, params: Any) -> str:
+        return cls.name
 
     def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
         logits = self.logits(x)

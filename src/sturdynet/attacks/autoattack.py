@@ -12,46 +12,85 @@ the deployed forward pass, then the straight-through estimator), and the
 gradient-free Square attack runs last. The default list is APGD-CE and APGD-T (with
 each gradient mode that applies) plus Square; AutoAttack's standard set is
 ``attacks=("apgd-ce", "apgd-t", "fab-t", "square")``.
+
+Members are named by any registered attack or alias whose class allows it
+(``Attack.ensemble``); whether a member needs gradients is the class attribute
+``Attack.gradient_free``, and the ensemble's ``steps``, ``n_target_classes`` and
+``n_queries`` go to every member whose declaration has that field.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from ..quant.grad_mode import has_estimators
+from ..core.params import ConfigError, rng
 from ..core.registry import ATTACKS
-from .base import Attack
+from ..core.tensors import eval_mode
+from ..quant.grad_mode import has_estimators
+from .base import Attack, AttackParams
 
-# Ensemble entries: short name -> (registered attack, fixed keyword arguments).
-ENTRIES: Dict[str, Tuple[str, dict]] = {
-    "apgd-ce": ("apgd", {"loss": "ce"}),
-    "apgd-dlr": ("apgd", {"loss": "dlr"}),
-    "apgd-t": ("apgd-t", {"loss": "dlr"}),
-    "fab": ("fab", {}),
-    "fab-t": ("fab-t", {}),
-    "pgd": ("pgd", {}),
-    "fgsm": ("fgsm", {}),
-    "square": ("square", {}),
-}
-GRADIENT_FREE = ("square",)
+#: ensemble-level budgets passed to every member that declares the field
+SHARED = ("steps", "n_target_classes", "n_queries")
+
+
+def member_spec(name: str) -> Tuple[str, Dict[str, Any], type]:
+    """An ensemble entry (registered attack or alias) -> (attack, fixed kwargs, class)."""
+    target, fixed = ATTACKS.resolve(name)
+    cls = ATTACKS.get(target)
+    if not getattr(cls, "ensemble", False):
+        raise ValueError(f"attack {name!r} cannot be an ensemble member")
+    return target, fixed, cls
+
+
+def ensemble_names() -> List[str]:
+    """Every name (attack or alias) the ensemble accepts."""
+    names = list(ATTACKS.names()) + list(ATTACKS.aliases())
+    return sorted(n for n in names if getattr(ATTACKS.get(ATTACKS.resolve(n)[0]), "ensemble", False))
+
+
+def parse_members(value: Any, path: str) -> Tuple[str, ...]:
+    """Validate an ``attacks`` list (a params ``parse`` hook): known ensemble members."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(path, f"must be a non-empty list of attack names, got {value!r}")
+    ok = ensemble_names()
+    for i, v in enumerate(value):
+        if v not in ok:
+            raise ConfigError(f"{path}[{i}]", f"unknown ensemble attack {v!r} (known: {', '.join(ok)})")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class AutoAttackParams(AttackParams):
+    """The ensemble: ``attacks`` (gradient attacks then gradient-free ones), ``grad_modes``
+    (None: automatic), ``steps`` / ``n_target_classes`` / ``n_queries`` for the members that
+    take them, ``cascade`` (each member only on the points still robust, AutoAttack's
+    order), ``overrides`` (per entry, extra keyword arguments, e.g.
+    ``{"square": {"p_init": 0.3}}``)."""
+
+    attacks: Tuple[str, ...] = field(default=("apgd-ce", "apgd-t", "square"), metadata={"parse": parse_members})
+    grad_modes: Optional[Tuple[Literal["true", "ste"], ...]] = None
+    steps: int = rng(1, None, default=100)
+    n_target_classes: int = rng(1, None, default=9)
+    n_queries: int = rng(1, None, default=5000)
+    cascade: bool = True
+    overrides: Optional[dict] = None
 
 
 @dataclass
 class Member:
-    """One attack of the ensemble: its label, registered name, kwargs and gradient mode."""
+    """One attack of the ensemble: its label, registered name, kwargs, gradient mode, and
+    whether it uses forward passes only."""
 
     label: str
     attack: str
     kwargs: dict
     grad_mode: Optional[str]
-
-    @property
-    def gradient_free(self) -> bool:
-        return self.grad_mode is None
+    gradient_free: bool = False
 
 
 @dataclass
@@ -110,67 +149,44 @@ def build_members(model: nn.Module, attacks: Sequence[str], grad_modes: Optional
     if not grad_modes:
         raise ValueError("grad_modes must name at least one gradient mode")
     overrides = overrides or {}
-    grad = [a for a in attacks if a not in GRADIENT_FREE]
-    free = [a for a in attacks if a in GRADIENT_FREE]
+    specs = {a: member_spec(a) for a in attacks}
+    grad = [a for a in attacks if not specs[a][2].gradient_free]
+    free = [a for a in attacks if specs[a][2].gradient_free]
     out: List[Member] = []
-    for a in list(attacks):
-        if a not in ENTRIES:
-            raise ValueError(f"unknown ensemble attack {a!r}; available: {', '.join(ENTRIES)}")
     for mode in grad_modes:  # all true-gradient attacks first, then the estimator ones
         for a in grad:
-            name, kw = ENTRIES[a]
+            name, kw, _ = specs[a]
             label = a if len(grad_modes) == 1 and mode == "true" else f"{a}:{mode}"
             out.append(Member(label, name, {**kw, **overrides.get(a, {})}, mode))
     for a in free:
-        name, kw = ENTRIES[a]
-        out.append(Member(a, name, {**kw, **overrides.get(a, {})}, None))
+        name, kw, _ = specs[a]
+        out.append(Member(a, name, {**kw, **overrides.get(a, {})}, None, gradient_free=True))
     return out
 
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         outs = [model(x[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, x.shape[0], batch_size)]
-    finally:
-        model.train(was)
     return torch.cat(outs) if outs else torch.zeros(0, dtype=torch.long)
 
 
-@ATTACKS.register("autoattack")
+@ATTACKS.register("autoattack", params=AutoAttackParams)
 class AutoAttack(Attack):
-    """Gradient-mode-aware AutoAttack-style ensemble.
-
-    Args:
-        attacks: ensemble entries (see ``ENTRIES``), gradient attacks then Square.
-        grad_modes: gradient modes for the gradient attacks (None: automatic).
-        steps: iterations of APGD / PGD / FAB members.
-        n_target_classes: target classes of APGD-T and FAB-T.
-        n_queries: query budget of Square.
-        cascade: run each member only on points still robust (AutoAttack).
-        overrides: per entry, extra keyword arguments (e.g. ``{"square": {"p_init": 0.3}}``).
-    """
+    """Gradient-mode-aware AutoAttack-style ensemble (fields: :class:`AutoAttackParams`)."""
 
     name = "autoattack"
+    Params = AutoAttackParams
     supports_targeted = False
+    ensemble = False
+    check = None  # its recipe check is ``robust``
 
-    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, attacks: Sequence[str] = ("apgd-ce", "apgd-t", "square"),
-                 grad_modes: Optional[Sequence[str]] = None, steps: int = 100, n_target_classes: int = 9,
-                 n_queries: int = 5000, cascade: bool = True, overrides: Optional[Dict[str, dict]] = None,
-                 **kw) -> None:
-        super().__init__(model, eps=eps, **kw)
-        if not attacks:
-            raise ValueError("the ensemble needs at least one attack")
-        if steps < 1 or n_target_classes < 1 or n_queries < 1:
-            raise ValueError("steps, n_target_classes and n_queries must be >= 1")
-        base = {"apgd": {"steps": steps}, "apgd-t": {"steps": steps, "n_target_classes": n_target_classes},
-                "pgd": {"steps": steps}, "square": {"n_queries": n_queries}, "fab": {"steps": steps},
-                "fab-t": {"steps": steps, "n_target_classes": n_target_classes}}
-        self.members = build_members(model, attacks, grad_modes, overrides)
+    def __init__(self, model: nn.Module, **params: Any) -> None:
+        super().__init__(model, **params)
+        self.members = build_members(model, self.attacks, self.grad_modes, self.overrides)
         for m in self.members:
-            m.kwargs = {**base.get(m.attack, {}), **m.kwargs}
-        self.cascade = cascade
+            fields = {f.name for f in dataclasses.fields(ATTACKS.params(m.attack))}
+            m.kwargs = {**{k: getattr(self, k) for k in SHARED if k in fields}, **m.kwargs}
 
     def run(self, x: Tensor, y: Tensor) -> EnsembleResult:
         """Run every member; see :class:`EnsembleResult`."""
@@ -185,9 +201,9 @@ class AutoAttack(Attack):
             fooled = torch.zeros_like(clean)
             t0 = time.perf_counter()
             if idx.numel() and self.eps > 0:
-                atk = ATTACKS.get(m.attack)(self.model, eps=self.eps, norm=self.norm, grad_mode=m.grad_mode,
-                                            batch_size=self.batch_size, seed=self.seed, eot_iter=self.eot_iter,
-                                            **m.kwargs)
+                atk = ATTACKS.create(m.attack, self.model, eps=self.eps, norm=self.norm, grad_mode=m.grad_mode,
+                                     batch_size=self.batch_size, seed=self.seed, eot_iter=self.eot_iter,
+                                     callback=self.callback, **m.kwargs)
                 adv = atk(xc[idx], yc[idx]).cpu()
                 hit = _predict(self.model, adv, self.batch_size, dev) != yc[idx]
                 fooled[idx[hit]] = True

@@ -1,6 +1,7 @@
 """The Attack base class (torchattacks-style): ``Attack(model, eps=..., ...)(x, y)``.
 
-``__call__`` puts the model in eval mode and restores its mode afterwards, never
+``__call__`` puts the model in eval mode and restores every submodule's own train/eval
+flag afterwards (:func:`sturdynet.core.tensors.eval_mode`), never
 touches the caller's tensors or the model's weights, buffers or ``.grad`` (gradients
 are taken with ``torch.autograd.grad`` on the input only), moves work to the model's
 device, runs in batches, switches the model's gradient estimators when ``grad_mode``
@@ -16,15 +17,17 @@ success are the mean logits (the expected prediction).
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Optional, Tuple
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Literal, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core.tensors import model_device
+from ..core.params import from_dict, rename_keys, rng
+from ..core.tensors import eval_mode, model_device
 from ..quant.grad_mode import gradient_mode, has_estimators
-from ..quant.base import GRAD_MODES
 
 NORMS = ("linf", "l2")
 
@@ -97,55 +100,90 @@ def _input_grad(loss: Tensor, inp: Tensor) -> Optional[Tensor]:
     return torch.stack(cols, 1)
 
 
+@dataclass(frozen=True)
+class AttackParams:
+    """The fields every attack takes; an attack's own declaration subclasses this.
+
+    ``callback`` (optional) is called once per iteration of an iterative attack with a
+    small dict (``attack``, ``iteration``, ``batch``, ``samples``, ``fooled``; some
+    attacks add ``loss``), so a user can watch or log progress.
+    """
+
+    eps: float = rng(0, None, default=8 / 255)
+    norm: Literal["linf", "l2"] = "linf"
+    targeted: bool = False
+    grad_mode: Optional[Literal["ste", "true"]] = None
+    batch_size: int = rng(1, None, default=256)
+    seed: int = 0
+    eot_iter: int = rng(1, None, default=1)
+    callback: Any = None
+
+
+#: the :class:`AttackParams` fields that a check or an ensemble sets itself
+COMMON_FIELDS = tuple(f.name for f in dataclasses.fields(AttackParams))
+
+
 class Attack:
     """Base class for input attacks.
 
     Args:
         model: a classifier taking [0, 1] images and returning logits.
-        eps: perturbation budget in the attack's norm (pixel units).
-        norm: ``"linf"`` or ``"l2"``.
-        targeted: if True, ``__call__`` needs ``target`` labels and the attack
-            pushes towards them.
-        grad_mode: ``"true"`` or ``"ste"`` to switch the model's quantizers' gradient
-            estimators during the attack (forward unchanged); None leaves them.
-        batch_size: samples per batch.
-        seed: seed of the attack's own random generator (each call restarts it, so a
-            call is deterministic on a deterministic device).
-        eot_iter: forward(+backward) passes averaged per gradient or score (EOT, for
-            models with a random forward pass); 1 for deterministic models.
+        **params: the fields of the attack's declaration ``Params`` (validated by
+            :func:`sturdynet.core.params.from_dict`; :class:`AttackParams` for the shared
+            ones): ``eps`` (budget in the attack's norm, pixel units), ``norm``
+            (``"linf"`` or ``"l2"``), ``targeted`` (``__call__`` then needs ``target``
+            labels), ``grad_mode`` (``"true"`` or ``"ste"`` switches the model's
+            quantizers' gradient estimators during the attack, forward unchanged; None
+            leaves them), ``batch_size``, ``seed`` (of the attack's own generator,
+            restarted by each call), ``eot_iter`` (forward(+backward) passes averaged per
+            gradient or score, EOT), ``callback`` (per-iteration progress).
+
+    Facts about an attack are class attributes: ``gradient_free`` (forward passes only),
+    ``ensemble`` (may be a member of the ``autoattack`` ensemble), ``check`` (the kind of
+    recipe check generated for it: ``"curve"``, ``"min_norm"`` or None), ``check_into``
+    (``(check, field, value)``: run by another attack's check when ``field`` is
+    ``value``), ``check_defaults``, ``report_fields`` (parameters copied into the check's
+    metrics), ``display`` and ``budget_hint`` (for flag texts), ``param_aliases``
+    (other spellings of parameters, e.g. torchattacks' ``n_restarts``).
     """
 
     name = "attack"
+    Params: type = AttackParams
     norms: Tuple[str, ...] = NORMS
     supports_targeted = True
+    gradient_free = False
+    ensemble = True
+    check: Optional[str] = "curve"
+    check_into: Optional[Tuple[str, str, str]] = None
+    check_defaults: Dict[str, Any] = {}
+    report_fields: Tuple[str, ...] = ()
+    display: Optional[str] = None
+    budget_hint = "raise the attack's budget"
+    param_aliases: Dict[str, str] = {"n_restarts": "restarts"}
 
-    def __init__(self, model: nn.Module, *, eps: float, norm: str = "linf", targeted: bool = False,
-                 grad_mode: Optional[str] = None, batch_size: int = 256, seed: int = 0, eot_iter: int = 1) -> None:
+    def __init__(self, model: nn.Module, **params: Any) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
-        if norm not in self.norms:
-            raise ValueError(f"{self.name}: norm must be one of {', '.join(self.norms)}, got {norm!r}")
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if grad_mode is not None and grad_mode not in GRAD_MODES:
-            raise ValueError(f"grad_mode must be one of {', '.join(GRAD_MODES)} or None, got {grad_mode!r}")
-        if not isinstance(eot_iter, int) or eot_iter < 1:
-            raise ValueError(f"eot_iter must be an integer >= 1, got {eot_iter!r}")
-        if targeted and not self.supports_targeted:
+        path = f"attack '{self.name}'"
+        p = from_dict(self.Params, rename_keys(params, self.param_aliases, path), path)
+        for f in dataclasses.fields(p):
+            setattr(self, f.name, getattr(p, f.name))
+        self.params = p
+        if self.norm not in self.norms:
+            raise ValueError(f"{self.name}: norm must be one of {', '.join(self.norms)}, got {self.norm!r}")
+        if self.targeted and not self.supports_targeted:
             raise ValueError(f"{self.name} has no targeted mode")
         self.model = model
-        self.eps = float(eps)
-        self.norm = norm
-        self.targeted = targeted
-        self.grad_mode = grad_mode
-        self.batch_size = batch_size
-        self.seed = seed
-        self.eot_iter = eot_iter
+        self.eps = float(self.eps)
         self.generator: Optional[torch.Generator] = None
         self.min_norms: Optional[Tensor] = None  # minimum-norm attacks: per sample, after a call
         self._norms: list = []
+        self._batch = 0
+
+    @classmethod
+    def check_label(cls, params: Any) -> str:
+        """The ``attack`` label a check reports for these (check) parameters."""
+        return cls.name
 
     # -- to implement -------------------------------------------------------------
     def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
@@ -185,6 +223,17 @@ class Attack:
         """Minimum-norm attacks: record one batch's smallest adversarial norms (inf: none
         found); ``min_norms`` holds them all, on the CPU, after the call."""
         self._norms.append(norms)
+
+    def progress(self, iteration: int, fooled: Optional[Tensor] = None, **info: Any) -> None:
+        """Send one progress event to ``callback`` (nothing to do without one)."""
+        if self.callback is None:
+            return
+        event = {"attack": self.name, "iteration": iteration, "batch": self._batch}
+        if fooled is not None:
+            event["samples"] = int(fooled.numel())
+            event["fooled"] = int(fooled.sum())
+        event.update({k: float(v.float().mean()) if isinstance(v, Tensor) else v for k, v in info.items()})
+        self.callback(event)
 
     def loss_and_grad(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
         """Per-sample loss ``fn(logits)``, its gradient w.r.t. ``x``, and the logits.
@@ -285,21 +334,17 @@ class Attack:
         self._norms, self.min_norms = [], None
         if self.eps == 0 or x.shape[0] == 0:
             return x.detach().clone()
-        was = self.model.training
-        self.model.eval()
         self.generator = torch.Generator().manual_seed(self.seed)
         dev = self.device
         outs = []
-        try:
-            with self.grad_context():
-                for i in range(0, x.shape[0], self.batch_size):
-                    xb = x[i:i + self.batch_size].detach().to(dev).clone()
-                    yb = y[i:i + self.batch_size].to(dev)
-                    tb = target[i:i + self.batch_size].to(dev) if target is not None else None
-                    adv = self.perturb(xb, yb, tb).detach()
-                    outs.append(adv.to(x.device))
-        finally:
-            self.model.train(was)
+        with eval_mode(self.model), self.grad_context():
+            for i in range(0, x.shape[0], self.batch_size):
+                self._batch = i // self.batch_size
+                xb = x[i:i + self.batch_size].detach().to(dev).clone()
+                yb = y[i:i + self.batch_size].to(dev)
+                tb = target[i:i + self.batch_size].to(dev) if target is not None else None
+                adv = self.perturb(xb, yb, tb).detach()
+                outs.append(adv.to(x.device))
         x_adv = torch.cat(outs)
         self.min_norms = torch.cat(self._norms).cpu() if self._norms else None
         self.check_result(x.detach(), x_adv)

@@ -16,46 +16,46 @@ found), from which accuracy at any radius can be read off without re-running.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Literal, Optional, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from ..core.params import rng
 from ..core.registry import ATTACKS
-from .base import Attack, margin, to_ball
+from .base import Attack, AttackParams, margin, to_ball
 
 
-@ATTACKS.register("cw")
+@dataclass(frozen=True)
+class CWParams(AttackParams):
+    """C&W-L2: ``eps`` L2 radius of the returned examples (``inf``: unbounded), ``steps``
+    Adam iterations per binary-search round, ``binary_steps`` rounds of the search over
+    ``c`` from ``c_init``, ``kappa`` confidence margin, ``lr`` Adam learning rate,
+    ``abort_early`` (stop a round when the loss stalls)."""
+
+    eps: float = rng(0, None, default=float("inf"))
+    norm: Literal["l2"] = "l2"
+    steps: int = rng(1, None, default=100)
+    binary_steps: int = rng(1, None, default=9)
+    c_init: float = rng(0, None, "(]", default=1e-3)
+    kappa: float = rng(0, None, default=0.0)
+    lr: float = rng(0, None, "(]", default=0.01)
+    abort_early: bool = True
+
+
+@ATTACKS.register("cw", params=CWParams)
 class CW(Attack):
-    """C&W-L2 with binary search over ``c``.
-
-    Args:
-        eps: L2 radius for the returned examples (``inf``: unbounded).
-        steps: Adam iterations per binary-search round.
-        binary_steps: rounds of the binary search over ``c``.
-        c_init: the first ``c``.
-        kappa: confidence margin required of an adversarial example.
-        lr: Adam learning rate.
-        abort_early: stop a round when the loss stalls.
-    """
+    """C&W-L2 with binary search over ``c`` (fields: :class:`CWParams`)."""
 
     name = "cw"
+    Params = CWParams
     norms = ("l2",)
-
-    def __init__(self, model: nn.Module, *, eps: float = float("inf"), steps: int = 100, binary_steps: int = 9,
-                 c_init: float = 1e-3, kappa: float = 0.0, lr: float = 0.01, abort_early: bool = True,
-                 norm: str = "l2", **kw) -> None:
-        super().__init__(model, eps=eps, norm=norm, **kw)
-        if steps < 1 or binary_steps < 1:
-            raise ValueError(f"steps and binary_steps must be >= 1, got {steps} and {binary_steps}")
-        if not c_init > 0 or not lr > 0 or kappa < 0:
-            raise ValueError(f"c_init and lr must be > 0 and kappa >= 0, got {c_init}, {lr}, {kappa}")
-        self.steps = steps
-        self.binary_steps = binary_steps
-        self.c_init = float(c_init)
-        self.kappa = float(kappa)
-        self.lr = float(lr)
-        self.abort_early = abort_early
+    check = "min_norm"
+    check_defaults = {"eps": 0.5, "samples": 500}
+    display = "C&W"
+    budget_hint = "raise steps, binary_steps or c_init"
+    param_aliases = {**Attack.param_aliases, "c": "c_init"}
 
     def _margin(self, logits: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
         """``f`` before clamping: negative when the goal is reached."""
@@ -96,6 +96,7 @@ class CW(Attack):
                     best_l2 = torch.where(better, l2, best_l2)
                     best_adv = torch.where(better.view(-1, 1, 1, 1), adv, best_adv)
                     found |= succ
+                self.progress(it, found, loss=loss)
                 w.grad = grad
                 opt.step()
                 if self.abort_early and it % check_every == 0:

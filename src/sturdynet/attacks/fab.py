@@ -47,13 +47,15 @@ test above are ours (the authors' targeted FAB is FAB-T). L1 is not implemented.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from ..core.params import rng
 from ..core.registry import ATTACKS
-from .base import Attack, lp_norm
+from .base import Attack, AttackParams, lp_norm
 
 
 def box_projection(p: Tensor, w: Tensor, r: Tensor, norm: str) -> Tensor:
@@ -90,32 +92,30 @@ def _dual_norm(g: Tensor, norm: str) -> Tensor:
     return g.abs().sum(-1) if norm == "linf" else g.norm(dim=-1)
 
 
-@ATTACKS.register("fab")
-class FAB(Attack):
-    """FAB: minimum-norm attack, returned within the eps-ball.
+@dataclass(frozen=True)
+class FABParams(AttackParams):
+    """FAB: ``steps`` iterations per run (AutoAttack: 100), ``restarts`` runs per sample
+    (the first from ``x``, then random starts), ``alpha_max`` (the largest weight of the
+    step from ``x_0``), ``eta`` (overshoot of the projection step), ``beta`` (backward
+    step towards ``x_0`` after an adversarial iterate)."""
 
-    Args:
-        steps: iterations per run (AutoAttack: 100).
-        restarts: runs per sample (the first from ``x``, then random starts).
-        alpha_max: the largest weight of the step from ``x_0``.
-        eta: overshoot of the projection step (>= 1).
-        beta: backward step towards ``x_0`` after an adversarial iterate, in (0, 1).
-    """
+    steps: int = rng(1, None, default=100)
+    restarts: int = rng(1, None, default=1)
+    alpha_max: float = rng(0, 1, default=0.1)
+    eta: float = rng(1, None, default=1.05)
+    beta: float = rng(0, 1, "()", default=0.9)
+
+
+@ATTACKS.register("fab", params=FABParams)
+class FAB(Attack):
+    """FAB: minimum-norm attack, returned within the eps-ball (fields: :class:`FABParams`).
+    Its recipe check runs it once unbounded and reads every eps off the minimal norms."""
 
     name = "fab"
-
-    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, steps: int = 100, restarts: int = 1,
-                 alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, **kw) -> None:
-        super().__init__(model, eps=eps, **kw)
-        if steps < 1 or restarts < 1:
-            raise ValueError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
-        if not 0 <= alpha_max <= 1 or not eta >= 1 or not 0 < beta < 1:
-            raise ValueError(f"need alpha_max in [0, 1], eta >= 1 and beta in (0, 1), got {alpha_max}, {eta}, {beta}")
-        self.steps = steps
-        self.restarts = restarts
-        self.alpha_max = float(alpha_max)
-        self.eta = float(eta)
-        self.beta = float(beta)
+    Params = FABParams
+    check = "min_norm"
+    display = "FAB"
+    budget_hint = "raise steps or restarts"
 
     # -- the linearisation --------------------------------------------------------------
     def hyperplanes(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
@@ -141,7 +141,7 @@ class FAB(Attack):
         rows = torch.arange(n, device=x0.device)
         flat0 = x0.flatten(1)
         x1 = start.flatten(1).clone()
-        for _ in range(self.steps):
+        for it in range(self.steps):
             f, g = self.hyperplanes(x1.view_as(x0), y, target)
             dist = f.abs() / (_dual_norm(g, self.norm) + 1e-12)
             if target is None:
@@ -159,6 +159,7 @@ class FAB(Attack):
             better = adv & (size < best)
             best[better] = size[better]
             best_adv[better] = x1[better].view(-1, *x0.shape[1:])
+            self.progress(it, torch.isfinite(best) if math.isinf(self.eps) else best <= self.eps)
             x1 = torch.where(adv[:, None], flat0 + self.beta * (x1 - flat0), x1)
 
     def _start(self, x0: Tensor, best: Tensor, first: bool) -> Tensor:
@@ -199,24 +200,25 @@ class FAB(Attack):
         return self._finish(x, best, best_adv)
 
 
-@ATTACKS.register("fab-t")
+@dataclass(frozen=True)
+class FABTParams(FABParams):
+    """FAB-T: ``n_target_classes`` target classes to try (AutoAttack uses 9)."""
+
+    n_target_classes: int = rng(1, None, default=9)
+
+
+@ATTACKS.register("fab-t", params=FABTParams, aliases={"fabt": {}})
 class FABT(FAB):
     """FAB-T (AutoAttack): FAB against the ``n_target_classes`` most likely wrong classes
     in turn, each with ``restarts`` runs on the points not yet fooled within eps (all
-    points when ``eps = inf``); untargeted overall: success means any wrong class.
-
-    Args:
-        n_target_classes: how many target classes to try (AutoAttack uses 9).
-    """
+    points when ``eps = inf``); untargeted overall: success means any wrong class. Its
+    recipe check is ``fab`` with ``attack: fab-t``."""
 
     name = "fab-t"
+    Params = FABTParams
     supports_targeted = False
-
-    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, n_target_classes: int = 9, **kw) -> None:
-        super().__init__(model, eps=eps, **kw)
-        if n_target_classes < 1:
-            raise ValueError(f"n_target_classes must be >= 1, got {n_target_classes}")
-        self.n_target_classes = n_target_classes
+    check_into = ("fab", "attack", "fab-t")
+    report_fields = ("n_target_classes",)
 
     def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
         logits, best, best_adv = self._init(x, y, None)

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 from typing import Optional
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..core.registry import ATTACKS
-from .base import Attack, to_ball, unit
+from .base import Attack, AttackParams, to_ball, unit
 
 
-@ATTACKS.register("fgsm")
+@ATTACKS.register("fgsm", params=AttackParams)
 class FGSM(Attack):
-    """Single-step gradient attack (no random start)."""
+    """Single-step gradient attack (no random start; only the shared fields)."""
 
     name = "fgsm"
-
-    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, **kw) -> None:
-        super().__init__(model, eps=eps, **kw)
 
     def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
         _, grad, _ = self.loss_and_grad(x, self.ce(y, target))

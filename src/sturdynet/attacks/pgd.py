@@ -23,39 +23,39 @@ forward pass on the samples not yet fooled is spent per restart.
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
+from ..core.params import rng
 from ..core.registry import ATTACKS
-from .base import Attack, to_ball, unit
+from .base import Attack, AttackParams, to_ball, unit
 
 
-@ATTACKS.register("pgd")
+@dataclass(frozen=True)
+class PGDParams(AttackParams):
+    """PGD: ``steps`` ascent steps per restart, step size ``alpha`` (default ``2.5 * eps /
+    steps``, as in Madry et al.), ``restarts`` random restarts, ``random_start`` from a
+    random point of the ball (else from x)."""
+
+    steps: int = rng(1, None, default=10)
+    alpha: Optional[float] = rng(0, None, "(]", default=None)
+    restarts: int = rng(1, None, default=1)
+    random_start: bool = True
+
+
+@ATTACKS.register("pgd", params=PGDParams, aliases={"pgdl2": {"norm": "l2"}})
 class PGD(Attack):
-    """PGD with random start, restarts and best-iterate selection.
-
-    Args:
-        steps: ascent steps per restart.
-        alpha: step size (default ``2.5 * eps / steps``, as in Madry et al.).
-        restarts: number of random restarts (>= 1).
-        random_start: start from a random point of the ball (else from x).
-    """
+    """PGD with random start, restarts and best-iterate selection (fields: :class:`PGDParams`)."""
 
     name = "pgd"
+    Params = PGDParams
 
-    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, steps: int = 10, alpha: Optional[float] = None,
-                 restarts: int = 1, random_start: bool = True, **kw) -> None:
-        super().__init__(model, eps=eps, **kw)
-        if steps < 1 or restarts < 1:
-            raise ValueError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
-        if alpha is not None and not alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {alpha}")
-        self.steps = steps
-        self.alpha = float(alpha) if alpha is not None else 2.5 * self.eps / steps
-        self.restarts = restarts
-        self.random_start = random_start
+    def __init__(self, model: nn.Module, **params: Any) -> None:
+        super().__init__(model, **params)
+        self.alpha = float(self.alpha) if self.alpha is not None else 2.5 * self.eps / self.steps
 
     def _start(self, x: Tensor) -> Tensor:
         if not self.random_start:
@@ -84,9 +84,10 @@ class PGD(Attack):
         best_loss = torch.full((n,), -float("inf"), device=x.device)
         best_succ = torch.zeros(n, dtype=torch.bool, device=x.device)
         x_adv = self._start(x)
-        for _ in range(self.steps):
+        for it in range(self.steps):
             loss, grad, logits = self.loss_and_grad(x_adv, loss_fn)
             succ = self.success(logits, y, target)
+            self.progress(it, best_succ | succ, loss=loss)
             better = succ & (~best_succ | (loss > best_loss))
             best = torch.where(better.view(-1, *([1] * (x.dim() - 1))), x_adv, best)
             best_loss = torch.where(better, loss, best_loss)

@@ -22,14 +22,16 @@ last position).
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Literal, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from ..core.params import rng
 from ..core.registry import ATTACKS
-from .base import Attack, margin
+from .base import Attack, AttackParams, margin
 
 HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -59,32 +61,27 @@ def eta(s: int) -> Tensor:
     return out / out.norm()
 
 
-@ATTACKS.register("square")
-class Square(Attack):
-    """Square Attack.
+@dataclass(frozen=True)
+class SquareParams(AttackParams):
+    """Square: ``n_queries`` budget per sample (the initial point counts as one),
+    ``p_init`` initial fraction of pixels changed per update (AutoAttack uses 0.8),
+    ``restarts`` independent runs (each on the points not yet fooled), ``loss``
+    ``"margin"`` or ``"ce"`` (untargeted; targeted always uses CE)."""
 
-    Args:
-        n_queries: query budget per sample (the initial point counts as one).
-        p_init: initial fraction of pixels changed per update (AutoAttack uses 0.8).
-        restarts: independent runs, each on the points not yet fooled.
-        loss: ``"margin"`` or ``"ce"`` (untargeted; targeted always uses CE).
-    """
+    n_queries: int = rng(1, None, default=5000)
+    p_init: float = rng(0, 1, "(]", default=0.8)
+    restarts: int = rng(1, None, default=1)
+    loss: Literal["margin", "ce"] = "margin"
+
+
+@ATTACKS.register("square", params=SquareParams)
+class Square(Attack):
+    """Square Attack (fields: :class:`SquareParams`); gradient-free."""
 
     name = "square"
-
-    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, n_queries: int = 5000, p_init: float = 0.8,
-                 restarts: int = 1, loss: str = "margin", **kw) -> None:
-        super().__init__(model, eps=eps, **kw)
-        if n_queries < 1 or restarts < 1:
-            raise ValueError(f"n_queries and restarts must be >= 1, got {n_queries} and {restarts}")
-        if not 0 < p_init <= 1:
-            raise ValueError(f"p_init must be in (0, 1], got {p_init}")
-        if loss not in ("margin", "ce"):
-            raise ValueError(f"loss must be 'margin' or 'ce', got {loss!r}")
-        self.n_queries = n_queries
-        self.p_init = p_init
-        self.restarts = restarts
-        self.loss = loss
+    Params = SquareParams
+    gradient_free = True
+    report_fields = ("n_queries",)
 
     # -- scoring -------------------------------------------------------------------------
     @torch.no_grad()
@@ -181,6 +178,7 @@ class Square(Attack):
             xi, xb = x[idx], x_best[idx]
             cand = propose(xi, xb, p_schedule(it, self.n_queries, self.p_init))
             m, l = self._score(cand, y[idx], None if target is None else target[idx])
+            self.progress(it, m_best <= 0)
             better = (l < l_best[idx]) | (m <= 0)
             l_best[idx] = torch.where(l < l_best[idx], l, l_best[idx])
             m_best[idx] = torch.where(better, m, m_best[idx])

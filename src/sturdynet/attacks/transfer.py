@@ -11,40 +11,45 @@ pass is never used to craft, only to evaluate.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from torch import Tensor, nn
 
 from ..core.registry import ATTACKS
-from .base import Attack
+from .base import Attack, AttackParams
 
 
-@ATTACKS.register("transfer")
+@dataclass(frozen=True)
+class TransferParams(AttackParams):
+    """Transfer: ``surrogate`` (the nn.Module the examples are crafted on), ``attack``
+    (the registered attack run on it, any but ``transfer``), ``attack_kwargs`` (further
+    keyword arguments for that attack: steps, restarts, ...)."""
+
+    surrogate: Any = None
+    attack: str = "pgd"
+    attack_kwargs: Optional[dict] = None
+
+
+@ATTACKS.register("transfer", params=TransferParams)
 class Transfer(Attack):
-    """Black-box transfer from ``surrogate`` with the registered attack ``attack``.
-
-    Args:
-        surrogate: the model the examples are crafted on.
-        attack: name of the attack run on the surrogate (any registered attack except
-            ``transfer``).
-        attack_kwargs: further keyword arguments for that attack (steps, restarts, ...).
-    """
+    """Black-box transfer from ``surrogate`` with the registered attack ``attack`` (fields:
+    :class:`TransferParams`). Its recipe check is ``transfer`` (surrogates by variant name)."""
 
     name = "transfer"
+    Params = TransferParams
+    check = None
+    ensemble = False
 
-    def __init__(self, model: nn.Module, *, surrogate: Optional[nn.Module] = None, attack: str = "pgd",
-                 eps: float = 8 / 255, attack_kwargs: Optional[dict] = None, **kw: Any) -> None:
-        super().__init__(model, eps=eps, **kw)
-        if not isinstance(surrogate, nn.Module):
+    def __init__(self, model: nn.Module, **params: Any) -> None:
+        super().__init__(model, **params)
+        if not isinstance(self.surrogate, nn.Module):
             raise ValueError("transfer needs a surrogate model (surrogate=<nn.Module>)")
-        if attack == "transfer":
+        if self.attack == "transfer":
             raise ValueError("transfer cannot craft with itself; name a white-box attack such as 'pgd'")
-        from . import create_attack
-
-        extra = dict(attack_kwargs or {})
-        self.surrogate = surrogate
-        self.inner = create_attack(attack, surrogate, eps=eps, norm=self.norm, targeted=self.targeted,
-                                   grad_mode=self.grad_mode, batch_size=self.batch_size, seed=self.seed, **extra)
+        self.inner = ATTACKS.create(self.attack, self.surrogate, eps=self.eps, norm=self.norm,
+                                    targeted=self.targeted, grad_mode=self.grad_mode, batch_size=self.batch_size,
+                                    seed=self.seed, callback=self.callback, **dict(self.attack_kwargs or {}))
 
     def grad_context(self):
         # The inner attack switches the surrogate's estimators; the target is only evaluated.

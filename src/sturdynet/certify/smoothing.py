@@ -35,7 +35,7 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from ..core.tensors import model_device
+from ..core.tensors import eval_mode, model_device
 from .stats import binomial_pvalue, check_alpha, clopper_pearson_lower
 
 #: the label returned when the smoothed classifier abstains
@@ -116,9 +116,7 @@ class SmoothedClassifier:
         xs = self._inputs(x)
         m = xs.shape[0]
         counts: Optional[Tensor] = None
-        was = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):  # every submodule's own train/eval flag comes back
             total = m * num
             for start in range(0, total, self.batch_size):
                 owner = torch.arange(start, min(total, start + self.batch_size), device=self.device) // num
@@ -128,8 +126,6 @@ class SmoothedClassifier:
                 if counts is None:
                     counts = torch.zeros(m, logits.shape[1], dtype=torch.long, device=self.device)
                 counts.index_put_((owner, logits.argmax(1)), torch.ones_like(owner), accumulate=True)
-        finally:
-            self.model.train(was)
         return counts.cpu() if counts is not None else torch.zeros(0, 0, dtype=torch.long)
 
     # ---- the two algorithms ---------------------------------------------------------

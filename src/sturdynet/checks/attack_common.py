@@ -7,16 +7,23 @@ clean-correct ones (a misclassified sample is not robust), and reports
 - ``curve``: ``[{"eps": e, "accuracy": a}, ...]`` for every eps listed;
 - ``attack``, ``eps``, ``norm``, ``grad_mode``, ``gradient_free``, ``clean_accuracy``;
 - ``flags`` (see :mod:`sturdynet.checks.masking`) and the zero-gradient metrics.
+
+A check's parameters are not restated per attack: :func:`check_params` builds them from
+the attack's own declaration (its ``Params`` dataclass) on top of
+:class:`AttackCheckParams`, the fields every attack check shares.
 """
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Literal, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from ..attacks import Attack
+from ..attacks.base import COMMON_FIELDS
 from ..core.params import rng
 from ..data.base import Split
 from ..quant.grad_mode import has_estimators
@@ -26,7 +33,7 @@ from . import masking
 
 
 @dataclass(frozen=True)
-class AttackParams(SampleParams):
+class AttackCheckParams(SampleParams):
     """Fields of every attack check.
 
     ``grad_mode: auto`` attacks models with gradient estimators (quantized, binarized)
@@ -43,6 +50,53 @@ class AttackParams(SampleParams):
     masking_checks: bool = True
     tolerance: float = rng(0, 1, default=0.02)
     eot_iter: int = rng(1, None, default=1)
+
+
+def attack_fields(pcls: type) -> Tuple[str, ...]:
+    """The fields of an attack's declaration beyond the shared ones (what a check passes on)."""
+    return tuple(f.name for f in dataclasses.fields(pcls) if f.name not in COMMON_FIELDS)
+
+
+def check_params(name: str, declarations: Sequence[type], base: type = AttackCheckParams,
+                 defaults: Optional[Dict[str, Any]] = None, norms: Optional[Sequence[str]] = None,
+                 selector: Optional[Tuple[str, Tuple[str, ...], str]] = None,
+                 extra: Sequence[Tuple[str, Any, Any]] = ()) -> type:
+    """A check's parameter dataclass: ``base`` plus every field of the attack declarations
+    (the first declaration's default wins for a field declared twice).
+
+    Args:
+        name: the check's name (the class is called ``<Name>CheckParams``).
+        declarations: attack ``Params`` dataclasses.
+        defaults: check-level defaults (e.g. ``{"eps": 0.5, "samples": 500}``).
+        norms: the norms the attack supports (``norm`` becomes a Literal of them).
+        selector: ``(field, choices, default)``: a Literal field choosing the attack.
+        extra: further ``(name, type, dataclasses.field)`` entries.
+    """
+    defaults = dict(defaults or {})
+    base_fields = {f.name: f for f in dataclasses.fields(base)}
+    hints = typing.get_type_hints(base)
+    spec: Dict[str, Tuple[Any, Any]] = {}
+    for pcls in declarations:
+        phints = typing.get_type_hints(pcls)
+        for f in dataclasses.fields(pcls):
+            if f.name in COMMON_FIELDS or f.name in spec:
+                continue
+            spec[f.name] = (phints[f.name], dataclasses.field(default=f.default, metadata=f.metadata))
+    if selector is not None:
+        sel, choices, default = selector
+        spec[sel] = (Literal[tuple(choices)], dataclasses.field(default=default))
+    if norms is not None:
+        spec["norm"] = (Literal[tuple(norms)], dataclasses.field(default=defaults.pop("norm", norms[0])))
+    for k, v in defaults.items():
+        f = base_fields.get(k)
+        if f is None:
+            raise ValueError(f"check {name!r}: default for unknown field {k!r}")
+        spec[k] = (hints[k], dataclasses.field(default=v, metadata=f.metadata))
+    for fname, tp, fld in extra:
+        spec[fname] = (tp, fld)
+    title = "".join(p.capitalize() for p in name.replace("-", "_").split("_"))
+    return dataclasses.make_dataclass(f"{title}CheckParams", [(k, t, f) for k, (t, f) in spec.items()],
+                                      bases=(base,), frozen=True)
 
 
 def eps_list(eps) -> Tuple[float, ...]:
@@ -82,7 +136,7 @@ def run_curve(model: nn.Module, split: Split, eps_values: Tuple[float, ...], mak
     return clean, first, curve
 
 
-def finish(model: nn.Module, split: Split, params: AttackParams, ctx: CheckContext, *, attack: str,
+def finish(model: nn.Module, split: Split, params: AttackCheckParams, ctx: CheckContext, *, attack: str,
            clean: Tensor, robust: Tensor, curve: List[dict], grad_mode: Optional[str],
            gradient_free: bool = False, extra: Optional[Dict] = None, flags: Optional[List[str]] = None) -> dict:
     """The metrics block of an attack check, masking flags included."""
@@ -103,7 +157,7 @@ def finish(model: nn.Module, split: Split, params: AttackParams, ctx: CheckConte
     return metrics
 
 
-def min_norm_check(model: nn.Module, data, params: AttackParams, ctx: CheckContext, *, attack: str, label: str,
+def min_norm_check(model: nn.Module, data, params: AttackCheckParams, ctx: CheckContext, *, attack: str, label: str,
                    make: Callable[[], Attack], hint: str, grad_mode: str) -> dict:
     """Robust accuracy at every eps from one run of a minimum-norm attack.
 

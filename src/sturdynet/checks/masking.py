@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core.tensors import eval_mode
 from ..quant.grad_mode import has_estimators
 
 
@@ -48,11 +49,9 @@ def zero_gradient_fraction(model: nn.Module, x: Tensor, y: Tensor, grad_mode: st
     from ..attacks.base import Attack
 
     probe = Attack(model, eps=0.0, grad_mode=grad_mode)
-    was = model.training
-    model.eval()
     dev = _device(model)
     zero_samples, zero_elems, total = 0, 0, 0
-    try:
+    with eval_mode(model):
         with probe.grad_context():
             for i in range(0, x.shape[0], batch_size):
                 xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
@@ -61,8 +60,6 @@ def zero_gradient_fraction(model: nn.Module, x: Tensor, y: Tensor, grad_mode: st
                 zero_samples += int(flat.all(1).sum())
                 zero_elems += int(flat.sum())
                 total += flat.numel()
-    finally:
-        model.train(was)
     return zero_samples / x.shape[0], zero_elems / max(1, total)
 
 
@@ -71,13 +68,9 @@ def forward_is_random(model: nn.Module, x: Tensor, batch_size: int = 64) -> bool
     """Do two eval-mode forward passes on the same inputs differ (beyond float noise)?"""
     if x.shape[0] == 0:
         return False
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         xb = x[:batch_size].to(_device(model))
         a, b = model(xb), model(xb)
-    finally:
-        model.train(was)
     scale = float(a.abs().max().clamp_min(1.0))
     return bool((a - b).abs().max() > 1e-5 * scale)
 

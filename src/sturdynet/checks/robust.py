@@ -22,30 +22,17 @@ robust accuracy that rises or stays flat with eps, a random forward pass.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Optional, Tuple
-
-from ..attacks import AutoAttack
-from ..core.params import rng
+from ..attacks.autoattack import AutoAttack, AutoAttackParams
 from ..core.registry import CHECKS
-from .attack_common import AttackParams, eps_list
+from .attack_common import attack_fields, check_params, eps_list
 from .base import CheckContext, eval_split, summarize
 from . import masking
 
-
-@dataclass(frozen=True)
-class RobustParams(AttackParams):
-    """``grad_modes`` empty (default) means automatic: true, plus ste on models with
-    estimators. ``grad_mode`` (shared field) is not used here."""
-
-    attacks: Tuple[Literal["apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "pgd", "fgsm", "square"], ...] = (
-        "apgd-ce", "apgd-t", "square")
-    grad_modes: Tuple[Literal["true", "ste"], ...] = ()
-    steps: int = rng(1, None, default=100)
-    n_target_classes: int = rng(1, None, default=9)
-    n_queries: int = rng(1, None, default=5000)
-    cascade: bool = True
-    samples: Optional[int] = rng(1, None, default=1000)
+#: the check's fields: the shared attack-check ones plus the ensemble's own declaration
+#: (``attacks``, ``grad_modes`` (null or empty: automatic, true plus ste on models with
+#: estimators), ``steps``, ``n_target_classes``, ``n_queries``, ``cascade``, ``overrides``);
+#: ``grad_mode`` (shared field) is not used here.
+RobustParams = check_params("robust", [AutoAttackParams])
 
 
 def _by_grad_mode(res, cascade: bool) -> dict:
@@ -79,11 +66,10 @@ def robust_check(model, data, params: RobustParams, ctx: CheckContext) -> dict:
     curve, first, first_res = [], None, None
     flags = []
     for eps in eps_list(params.eps):
-        ens = AutoAttack(model, eps=eps, norm=params.norm, attacks=params.attacks,
-                         grad_modes=params.grad_modes or None, steps=params.steps,
-                         n_target_classes=params.n_target_classes, n_queries=params.n_queries,
-                         cascade=params.cascade, batch_size=params.batch_size, seed=ctx.seed,
-                         eot_iter=params.eot_iter)
+        kw = {f: getattr(params, f) for f in attack_fields(AutoAttackParams)}
+        kw["grad_modes"] = params.grad_modes or None
+        ens = AutoAttack(model, eps=eps, norm=params.norm, batch_size=params.batch_size, seed=ctx.seed,
+                         eot_iter=params.eot_iter, **kw)
         res = ens.run(split.x, split.y)
         per = _per_attack(res)
         curve.append({"eps": eps, "accuracy": float(res.robust.float().mean()),

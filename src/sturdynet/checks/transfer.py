@@ -13,16 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..attacks import create_attack
 from ..core.params import rng
-from ..core.registry import CHECKS
-from .attack_common import AttackParams, eps_list, finish, resolve_grad_mode
+from ..core.registry import ATTACKS, CHECKS
+from .attack_common import AttackCheckParams, eps_list, finish, resolve_grad_mode
 from .base import CheckContext, eval_split
 from ..core.tensors import correct_mask
 
 
 @dataclass(frozen=True)
-class TransferParams(AttackParams):
+class TransferParams(AttackCheckParams):
+    """``steps`` and ``restarts`` go to the crafting attack when its declaration has them."""
+
     surrogate: str = "dense"
     attack: Literal["fgsm", "pgd", "apgd", "apgd-t", "cw", "square"] = "pgd"
     steps: int = rng(1, None, default=10)
@@ -38,16 +39,13 @@ def transfer_check(model, data, params: TransferParams, ctx: CheckContext) -> di
         raise ValueError(f"transfer: surrogate variant {params.surrogate!r} is not available (variants: {have})")
     split = eval_split(data, params.samples)
     mode = resolve_grad_mode(sur, params.grad_mode)
-    kw = {}
-    if params.attack in ("pgd", "apgd", "apgd-t", "cw"):
-        kw["steps"] = params.steps
-    if params.attack in ("pgd", "apgd", "apgd-t", "square"):
-        kw["restarts"] = params.restarts
+    declared = ATTACKS.params(params.attack).__dataclass_fields__
+    kw = {k: getattr(params, k) for k in ("steps", "restarts") if k in declared}
     clean = correct_mask(model, split.x, split.y, params.batch_size)
     sur_clean = correct_mask(sur, split.x, split.y, params.batch_size)
     curve, first, sur_first = [], None, None
     for eps in eps_list(params.eps):
-        atk = create_attack(params.attack, sur, eps=eps, norm=params.norm, grad_mode=mode,
+        atk = ATTACKS.create(params.attack, sur, eps=eps, norm=params.norm, grad_mode=mode,
                             batch_size=params.batch_size, seed=ctx.seed, eot_iter=params.eot_iter, **kw)
         x_adv = atk(split.x, split.y)  # crafted once, evaluated on both models
         ok = clean & correct_mask(model, x_adv, split.y, params.batch_size)

@@ -140,6 +140,18 @@ def _check_range(f: dataclasses.Field, value: Any, path: str) -> None:
             raise ConfigError(path, f"{want}, got {v}")
 
 
+def rename_keys(data: Mapping[str, Any], aliases: Mapping[str, str], path: str = "") -> Dict[str, Any]:
+    """``data`` with alternative key spellings (``aliases``: other -> canonical) renamed;
+    a key given under both spellings is an error naming both."""
+    out = dict(data)
+    for old, new in aliases.items():
+        if old in out:
+            if new in out:
+                raise ConfigError(_join(path, old), f"given twice (as {old!r} and {new!r})")
+            out[new] = out.pop(old)
+    return out
+
+
 def from_dict(cls: type, data: Any, path: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, checking keys, types and ranges.
 

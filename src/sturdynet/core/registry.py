@@ -12,6 +12,10 @@ follows one convention:
   calling convention (declared once, below).
 - ``REG.names("glob*")`` lists, ``REG.get(name)`` returns the entry, ``REG.params(name)``
   its parameter dataclass.
+- ``register(..., aliases={"other-name": {"field": value}})`` adds other spellings of an
+  entry (with fixed parameters); an entry may declare ``param_aliases = {"old": "new"}``
+  (a class attribute) for other spellings of its parameters. :meth:`Registry.create`
+  accepts both; ``names()`` lists only the canonical names.
 
 A registry knows the packages that hold its built-in entries and imports them the first
 time it is asked anything, so no ``import sturdynet.plugins`` is needed and an empty
@@ -23,9 +27,9 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .params import ConfigError, from_dict, kwargs_of
+from .params import ConfigError, from_dict, kwargs_of, rename_keys
 
 Build = Callable[..., Any]
 
@@ -51,6 +55,8 @@ class Registry:
         self.build = build
         self._entries: Dict[str, Any] = {}
         self._params: Dict[str, Optional[type]] = {}
+        self._aliases: Dict[str, Tuple[str, Dict[str, Any]]] = {}
+        self._sources: List[Callable[[], Any]] = []
         self._loaded = not self.home
 
     def _load(self) -> None:
@@ -59,22 +65,43 @@ class Registry:
             for mod in self.home:
                 importlib.import_module(mod)
 
-    def register(self, name: str, params: Optional[type] = None) -> Callable[[Any], Any]:
+    def add_source(self, source: Callable[[], Any]) -> None:
+        """``source()`` registers entries derived from elsewhere (e.g. one check per attack);
+        it runs now and again whenever a name is missed or the names are listed, so entries
+        registered later elsewhere still appear."""
+        self._sources.append(source)
+        source()
+
+    def registered(self, name: str) -> bool:
+        """Is ``name`` registered now (no import, no sources asked)?"""
+        return name in self._entries
+
+    def _refresh(self) -> None:
+        for source in self._sources:
+            source()
+
+    def register(self, name: str, params: Optional[type] = None,
+                 aliases: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Callable[[Any], Any]:
         """Decorator that records ``obj`` under ``name``.
 
         Args:
             name: the public name (used in recipes and on the command line).
             params: frozen dataclass describing the entry's parameters; recipes,
                 :meth:`create` and the command line validate user input against it.
+            aliases: other names of the entry, each with the parameters it fixes
+                (e.g. ``{"apgd-ce": {"loss": "ce"}}``).
         """
         if not name or not isinstance(name, str):
             raise ValueError(f"{self.kind} name must be a non-empty string")
 
         def deco(obj: Any) -> Any:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} '{name}' is already registered")
+            for n in (name, *(aliases or {})):
+                if n in self._entries or n in self._aliases:
+                    raise ValueError(f"{self.kind} '{n}' is already registered")
             self._entries[name] = obj
             self._params[name] = params
+            for a, fixed in (aliases or {}).items():
+                self._aliases[a] = (name, dict(fixed))
             return obj
 
         return deco
@@ -94,10 +121,36 @@ class Registry:
     def get(self, name: str) -> Any:
         """Return the registered object, or raise a ValueError naming the nearest names."""
         self._load()
+        if isinstance(name, str) and name not in self._entries and self._sources:
+            self._refresh()
         try:
             return self._entries[name]
         except (KeyError, TypeError):
             raise ValueError(self.unknown(name)) from None
+
+    def resolve(self, name: str) -> Tuple[str, Dict[str, Any]]:
+        """``(canonical name, fixed parameters)`` of a name or alias (unknown: ValueError)."""
+        self._load()
+        if isinstance(name, str) and name in self._aliases:
+            target, fixed = self._aliases[name]
+            return target, dict(fixed)
+        self.get(name)
+        return name, {}
+
+    def aliases(self) -> Dict[str, Tuple[str, Dict[str, Any]]]:
+        """Every alias -> (canonical name, fixed parameters)."""
+        self._load()
+        return {k: (n, dict(f)) for k, (n, f) in self._aliases.items()}
+
+    def _params_for(self, name: str, params: Mapping[str, Any]) -> Tuple[str, Dict[str, Any]]:
+        """Resolve an alias and the entry's parameter spellings; fixed values may not be overridden."""
+        target, fixed = self.resolve(name)
+        params = rename_keys(params, getattr(self._entries[target], "param_aliases", None) or {},
+                             f"{self.kind} '{name}'")
+        for k, v in fixed.items():
+            if k in params and params[k] != v:
+                raise ConfigError(f"{self.kind} '{name}'.{k}", f"is fixed to {v!r} by the name {name!r}")
+        return target, {**params, **fixed}
 
     def params(self, name: str) -> Optional[type]:
         """The parameter dataclass registered with ``name`` (None if it takes none)."""
@@ -117,7 +170,8 @@ class Registry:
         return from_dict(pcls, params, path)
 
     def create(self, name: str, *args: Any, **params: Any) -> Any:
-        """Validate ``params`` and build the entry registered under ``name``."""
+        """Validate ``params`` and build the entry registered under ``name`` (or an alias)."""
+        name, params = self._params_for(name, params)
         return self.build(self.get(name), self.validate(name, params), *args)
 
     def create_from(self, comp: Any, *args: Any) -> Any:
@@ -127,10 +181,13 @@ class Registry:
     def names(self, pattern: str = "*") -> List[str]:
         """Sorted names matching a shell-style glob."""
         self._load()
+        self._refresh()
         return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
 
     def __contains__(self, name: object) -> bool:
         self._load()
+        if name not in self._entries:
+            self._refresh()
         return name in self._entries
 
     def __len__(self) -> int:

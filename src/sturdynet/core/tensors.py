@@ -2,6 +2,9 @@
 eval mode, and which samples it classifies correctly."""
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -15,14 +18,26 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block the whole model is in eval mode; on exit (also after an exception)
+    every submodule gets back its own train/eval flag, so a model whose BatchNorm layers
+    were frozen (eval) inside a training model comes back exactly as it was."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, was in flags:
+            m.training = was
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
-    """Logits of ``model`` in eval mode, on the CPU (the caller's train/eval mode is restored)."""
-    was = model.training
-    model.eval()
+    """Logits of ``model`` in eval mode, on the CPU (every submodule's train/eval flag is restored)."""
     device = model_device(model)
-    outs = [model(xb.to(device)).cpu() for xb in x.split(batch_size)] if len(x) else []
-    model.train(was)
+    with eval_mode(model):
+        outs = [model(xb.to(device)).cpu() for xb in x.split(batch_size)] if len(x) else []
     return torch.cat(outs) if outs else torch.empty(0)
 
 

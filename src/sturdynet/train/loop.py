@@ -14,6 +14,7 @@ from ..data.base import DataBundle, batches
 from ..core.masks import apply_masks
 from ..core.registry import ADVERSARIAL, CALLBACKS
 from ..core.callbacks import Callback, TrainState
+from ..core.tensors import eval_mode
 from .config import TrainConfig
 
 
@@ -58,17 +59,15 @@ def build_callbacks(cfg: TrainConfig) -> List[Callback]:
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, split, batch_size: int = 512, device: Optional[torch.device] = None) -> dict:
     """Accuracy and mean cross-entropy of ``model`` (in eval mode) on a split."""
-    was = model.training
-    model.eval()
     device = device or next(model.parameters()).device
     correct, loss, n = 0, 0.0, 0
-    for x, y in batches(split, batch_size):
-        x, y = x.to(device), y.to(device)
-        out = model(x)
-        loss += float(F.cross_entropy(out, y, reduction="sum"))
-        correct += int((out.argmax(1) == y).sum())
-        n += int(y.numel())
-    model.train(was)
+    with eval_mode(model):  # every submodule's own train/eval flag comes back
+        for x, y in batches(split, batch_size):
+            x, y = x.to(device), y.to(device)
+            out = model(x)
+            loss += float(F.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+            n += int(y.numel())
     return {"accuracy": correct / max(1, n), "loss": loss / max(1, n)}
 
 

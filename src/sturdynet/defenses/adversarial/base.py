@@ -20,6 +20,7 @@ from typing import Literal, Optional
 import torch
 from torch import Tensor, nn
 
+from ...core.tensors import eval_mode
 from ...core.params import rng
 from ...quant.grad_mode import gradient_mode, has_estimators
 from ...core.callbacks import Callback, TrainState
@@ -63,15 +64,10 @@ class AdversarialCallback(Callback):
     @contextlib.contextmanager
     def crafting(self, model: nn.Module):
         """Eval mode and the right gradient estimator while examples are crafted."""
-        was = model.training
-        model.eval()
         mode = resolve_grad_mode(model, self.grad_mode)
         ctx = gradient_mode(model, mode) if mode and has_estimators(model) else contextlib.nullcontext()
-        try:
-            with ctx:
-                yield
-        finally:
-            model.train(was)
+        with eval_mode(model), ctx:  # every submodule's own train/eval flag comes back
+            yield
 
     def on_epoch_begin(self, state: TrainState) -> None:
         self._max = 0.0
