@@ -2,6 +2,8 @@
 
 - ``quant.uniform``: k-bit PTQ (min-max / percentile) or QAT with LSQ (arXiv 1902.08153)
 - ``quant.ternary``: trained ternary quantization (TTQ, arXiv 1612.01064)
+- ``quant.hq``: hyperspherical quantization (HQ, arXiv 2212.12653): ternary-aligned regularizer, pruning,
+  reinitialization, then TTQ layers trained with the STE
 - ``quant.fixed_point``: fixed point with a trainable binary point (arXiv 2401.17544)
 - binary networks: :mod:`sturdynet.quant.binary`
 - drop-in layers (:mod:`.layers`, :mod:`.quant_bn`) and the gradient-mode switch (:mod:`.grad_mode`)
@@ -14,7 +16,7 @@ from .fixed_point import FixedPointQuantizer
 from .lsq import LSQQuantizer
 from .ternary import TTQQuantizer
 from .uniform import UniformQuantizer, UniformWeightQuantizer
-from . import uniform_method, ternary, fixed_point  # noqa: F401  (register the methods)
+from . import uniform_method, ternary, hq, fixed_point  # noqa: F401  (register the methods)
 from . import binary  # noqa: F401  (binary networks)
 
 __all__ = ["QuantBatchNorm2d", "QuantConv2d", "QuantLinear", "convert", "gradient_mode", "has_estimators",
