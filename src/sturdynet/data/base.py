@@ -179,7 +179,10 @@ def make_bundle(name: str, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_t
 
 def batches(split: Split, batch_size: int, shuffle: bool = False,
             generator: Optional[torch.Generator] = None, drop_last: bool = False) -> Iterator[Tuple[Tensor, Tensor]]:
-    """Yield (x, y) mini-batches of an in-memory split."""
+    """Yield (x, y) mini-batches of a split (a streamed split decodes them in worker processes)."""
+    if hasattr(split, "batches"):
+        yield from split.batches(batch_size, shuffle, generator, drop_last)
+        return
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else None
     stop = n - (n % batch_size) if drop_last else n

@@ -5,6 +5,12 @@ Layout: ``train/<class>/<image>`` and ``test/<class>/<image>``, either at the to
 directory or a ``.tar`` / ``.tar.gz`` / ``.tgz`` archive, read directly without
 extracting. Classes are the sorted folder names (label = position). Images are decoded
 once with Pillow and cached as ``uint8`` arrays (see :mod:`sturdynet.data.cache`).
+
+With ``stream: true`` nothing is decoded up front: the images are listed (a directory's
+files, or an uncompressed tar's member offsets; a compressed archive is first copied,
+still encoded, into an uncompressed tar in the cache) and DataLoader workers decode
+each batch (:mod:`sturdynet.data.stream`). ``channels: auto`` then follows the first
+training image (gray if it has one band).
 """
 from __future__ import annotations
 
@@ -39,6 +45,8 @@ class ImageFolderParams(DataParams):
     cache: bool = True
     image_size: Optional[int] = rng(1, None, default=None)
     channels: Literal["auto", "rgb", "gray"] = "auto"
+    stream: bool = False  # decode per batch in DataLoader workers instead of holding every image
+    workers: int = rng(0, None, default=2)  # decoding worker processes when streaming
 
     def __post_init__(self) -> None:
         if not self.path:
@@ -207,6 +215,8 @@ def read_image_folder(path: Path, image_size: Optional[int] = None, channels: st
 @DATASETS.register("imagefolder", params=ImageFolderParams)
 def load_imagefolder(params: ImageFolderParams, seed: int) -> DataBundle:
     """Load an ImageFolder tree (directory or archive) as float images in [0, 1]."""
+    if params.stream:
+        return _stream_imagefolder(params, seed)
     arrays, cached = read_image_folder(Path(params.path), params.image_size, params.channels, params.cache)
     x_train = to_float_tensor(arrays["x_train"].transpose(0, 3, 1, 2), "train images")
     x_test = to_float_tensor(arrays["x_test"].transpose(0, 3, 1, 2), "test images")
@@ -214,3 +224,43 @@ def load_imagefolder(params: ImageFolderParams, seed: int) -> DataBundle:
     names = [str(c) for c in arrays["class_names"]]
     return make_bundle("imagefolder", x_train, y_train, x_test, y_test, params, seed, class_names=names,
                        info={"source": str(params.path), "from_cache": cached})
+
+
+def _stream_imagefolder(params: ImageFolderParams, seed: int) -> DataBundle:
+    from PIL import Image
+
+    from .cache import cache_dir
+    from .stream import FileSource, make_stream_bundle, tar_offsets, uncompressed_copy
+
+    path = Path(params.path).expanduser()
+    if not path.exists():
+        raise ValueError(f"image folder or archive not found: {path}")
+    if path.is_file():
+        if not path.name.lower().endswith(ARCHIVE_SUFFIXES):
+            raise ValueError(f"{path} is a file but not a .tar, .tar.gz or .tgz archive")
+        tar = path
+        if not path.name.lower().endswith(".tar"):
+            key = cache_key("imagefolder-tar", source_fingerprint(path), {}).replace(".npz", ".tar")
+            tar = uncompressed_copy(path, cache_dir() / key)
+        entries = tar_offsets(tar)
+        dirs: List[str] = []
+    else:
+        dirs, readers = _scan_directory(path)
+        entries = {k: str(path / k) for k in readers}
+    layout = _layout(path, dirs, entries)
+    classes = list(layout["train"])
+    first = entries[layout["train"][classes[0]][0]]
+    raw = Path(first).read_bytes() if isinstance(first, str) else FileSource([first], (1, 1, 1), None)._bytes(first)
+    with Image.open(io.BytesIO(raw)) as im:
+        gray = len(im.getbands()) == 1 or im.mode in ("LA", "La")
+        w, h = im.size
+    c = 1 if params.channels == "gray" or (params.channels == "auto" and gray) else 3
+    if params.image_size is not None:
+        w = h = params.image_size
+    srcs, ys = {}, {}
+    for split in SPLITS:
+        keys = [(k, label) for label, cl in enumerate(classes) for k in layout[split][cl]]
+        srcs[split] = FileSource([entries[k] for k, _ in keys], (c, h, w), params.image_size)
+        ys[split] = torch.tensor([label for _, label in keys], dtype=torch.long)
+    return make_stream_bundle("imagefolder", srcs["train"], ys["train"], srcs["test"], ys["test"], params, seed,
+                              class_names=classes, info={"source": str(params.path)}, workers=params.workers)

@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..core.params import ConfigError
+from ..core.params import ConfigError, rng
 from ..core.registry import DATASETS
 from .arrays import to_float_tensor, to_label_tensor, to_nchw
 from .base import DataBundle, DataParams, make_bundle
@@ -28,6 +28,8 @@ class NpzParams(DataParams):
 
     path: str = ""
     layout: Literal["auto", "nhwc", "nchw"] = "auto"
+    stream: bool = False  # memory-map the image arrays and decode per batch (data/stream.py)
+    workers: int = rng(0, None, default=2)  # DataLoader worker processes when streaming
 
     def __post_init__(self) -> None:
         if not self.path:
@@ -48,6 +50,8 @@ def load_npz(params: NpzParams, seed: int) -> DataBundle:
         missing = [k for k in REQUIRED if k not in z.files]
         if missing:
             raise ValueError(f"{path}: missing array(s) {', '.join(missing)} (has: {', '.join(z.files) or 'none'})")
+        if params.stream:
+            return _stream_npz(path, z, params, seed)
         try:
             arrays = {k: z[k] for k in REQUIRED}
             names = [str(c) for c in z["class_names"]] if "class_names" in z.files else None
@@ -63,3 +67,16 @@ def load_npz(params: NpzParams, seed: int) -> DataBundle:
                          f"images are {tuple(out['x_test'].shape[1:])}")
     return make_bundle("npz", out["x_train"], out["y_train"], out["x_test"], out["y_test"], params, seed,
                        class_names=names, info={"source": str(path)})
+
+
+def _stream_npz(path: Path, z, params: NpzParams, seed: int) -> DataBundle:
+    """Images memory-mapped from the (uncompressed) file, labels in memory."""
+    from .stream import make_stream_bundle, npz_source
+
+    names = [str(c) for c in z["class_names"]] if "class_names" in z.files else None
+    srcs, ys = {}, {}
+    for split in ("train", "test"):
+        srcs[split] = npz_source(path, f"x_{split}", params.layout)
+        ys[split] = to_label_tensor(z[f"y_{split}"], len(srcs[split]), f"y_{split}")
+    return make_stream_bundle("npz", srcs["train"], ys["train"], srcs["test"], ys["test"], params, seed,
+                              class_names=names, info={"source": str(path)}, workers=params.workers)
