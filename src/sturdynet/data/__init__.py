@@ -1,6 +1,6 @@
 """Data sets (registered in ``sturdynet.core.registry.DATASETS``) and batching helpers."""
 from .base import DataBundle, DataParams, Split, SubsetParams, batches, make_bundle, stratified_indices
-from . import digits, cifar10, imagefolder, npz  # noqa: F401
+from . import digits, cifar10, imagefolder, npz, adapt  # noqa: F401
 
 __all__ = ["DataBundle", "DataParams", "Split", "SubsetParams", "batches", "make_bundle",
            "stratified_indices", "load_data"]
