@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..core import progress
 from ..core.params import ConfigError, rng
 from ..core.registry import ATTACKS
 from ..core.tensors import eval_mode
@@ -196,7 +197,7 @@ class AutoAttack(Attack):
         clean = _predict(self.model, xc, self.batch_size, dev) == yc
         res = EnsembleResult(x_adv=xc.clone(), clean=clean, robust=clean.clone(), members=list(self.members),
                              cascade=self.cascade)
-        for m in self.members:
+        for k, m in enumerate(self.members):
             idx = (res.robust if self.cascade else clean).nonzero().flatten()
             fooled = torch.zeros_like(clean)
             t0 = time.perf_counter()
@@ -204,7 +205,8 @@ class AutoAttack(Attack):
                 atk = ATTACKS.create(m.attack, self.model, eps=self.eps, norm=self.norm, grad_mode=m.grad_mode,
                                      batch_size=self.batch_size, seed=self.seed, eot_iter=self.eot_iter,
                                      callback=self.callback, **m.kwargs)
-                adv = atk(xc[idx], yc[idx]).cpu()
+                with progress.part(k, len(self.members)):
+                    adv = atk(xc[idx], yc[idx]).cpu()
                 hit = _predict(self.model, adv, self.batch_size, dev) != yc[idx]
                 fooled[idx[hit]] = True
                 first = hit & res.robust[idx]

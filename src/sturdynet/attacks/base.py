@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core import progress
 from ..core.params import from_dict, rename_keys, rng
 from ..core.tensors import eval_mode, model_device
 from ..quant.grad_mode import gradient_mode, has_estimators
@@ -345,6 +346,7 @@ class Attack:
                 tb = target[i:i + self.batch_size].to(dev) if target is not None else None
                 adv = self.perturb(xb, yb, tb).detach()
                 outs.append(adv.to(x.device))
+                progress.tick(i + xb.shape[0], x.shape[0])
         x_adv = torch.cat(outs)
         self.min_norms = torch.cat(self._norms).cpu() if self._norms else None
         self.check_result(x.detach(), x_adv)

@@ -35,6 +35,7 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
+from ..core import progress
 from ..core.tensors import eval_mode, model_device
 from .stats import binomial_pvalue, check_alpha, clopper_pearson_lower
 
@@ -126,6 +127,7 @@ class SmoothedClassifier:
                 if counts is None:
                     counts = torch.zeros(m, logits.shape[1], dtype=torch.long, device=self.device)
                 counts.index_put_((owner, logits.argmax(1)), torch.ones_like(owner), accumulate=True)
+                progress.tick(min(total, start + self.batch_size), total)
         return counts.cpu() if counts is not None else torch.zeros(0, 0, dtype=torch.long)
 
     # ---- the two algorithms ---------------------------------------------------------
@@ -160,8 +162,10 @@ class SmoothedClassifier:
         check_alpha(alpha)
         _check_count("n0", n0)
         _check_count("n", n)
-        select = self.sample_counts(x, n0)
-        counts = self.sample_counts(x, n)
+        with progress.span(0, n0 / (n0 + n)):
+            select = self.sample_counts(x, n0)
+        with progress.span(n0 / (n0 + n), 1):
+            counts = self.sample_counts(x, n)
         if select.numel() == 0:
             empty = torch.zeros(0, dtype=torch.float64)
             return Certificate(torch.zeros(0, dtype=torch.long), empty, empty, counts)

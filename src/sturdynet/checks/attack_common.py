@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..core import progress
 from ..attacks import Attack
 from ..attacks.base import COMMON_FIELDS
 from ..core.params import rng
@@ -127,8 +128,9 @@ def run_curve(model: nn.Module, split: Split, eps_values: Tuple[float, ...], mak
     clean = correct_mask(model, split.x, split.y, batch_size)
     first: Optional[Tensor] = None
     curve = []
-    for eps in eps_values:
-        ok = attack_correct(model, make(eps), split, clean, batch_size)
+    for i, eps in enumerate(eps_values):
+        with progress.part(i, len(eps_values)):
+            ok = attack_correct(model, make(eps), split, clean, batch_size)
         curve.append({"eps": eps, "accuracy": float(ok.float().mean()) if ok.numel() else 0.0})
         if first is None:
             first = ok

@@ -7,6 +7,7 @@ from typing import List, Literal, Optional
 import torch
 from torch import nn
 
+from ..core import progress
 from ..core.params import rng
 from ..data.base import Split
 from .base import CheckContext, SampleParams, eval_split
@@ -79,7 +80,8 @@ def bfa_check(model: nn.Module, data, params: BFACheckParams, ctx: CheckContext)
     for t in range(params.trials):
         g = trial_generator(ctx.seed, 37, t)
         idx = torch.randperm(len(source), generator=g)[:params.attack_batch]
-        res = atk.run(base, source.x[idx], held, data.num_classes)
+        with progress.part(t, params.trials):
+            res = atk.run(base, source.x[idx], held, data.num_classes)
         curves.append(res.curve)
         trials.append({"flips_to_random": res.flips_to_random, "flips": res.flips, "stalled": res.stalled,
                        "final_accuracy": res.curve[-1]["accuracy"], "seconds": res.seconds,

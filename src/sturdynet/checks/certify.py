@@ -27,6 +27,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from ..core import progress
 from ..core.params import rng
 from .base import CheckContext, SampleParams, eval_split, summarize, value_list
 from ..core.tensors import correct_mask
@@ -89,9 +90,11 @@ def certify_check(model, data, params: CertifyParams, ctx: CheckContext) -> dict
     split = eval_split(data, params.samples)
     radii = radius_grid(params.radii)
     blocks, first = [], None
-    for sigma in value_list(params.sigma, "sigma"):
+    sigmas = value_list(params.sigma, "sigma")
+    for i, sigma in enumerate(sigmas):
         smoothed = SmoothedClassifier(model, sigma, batch_size=params.batch_size, seed=ctx.seed)
-        cert = smoothed.certify(split.x, params.n0, params.n, params.alpha)
+        with progress.part(i, len(sigmas)):
+            cert = smoothed.certify(split.x, params.n0, params.n, params.alpha)
         blocks.append(summarize_sigma(sigma, cert, split.y, radii))
         if first is None:
             first = cert.prediction == split.y.cpu()

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..core import progress
 from ..core.params import rng
 from ..data.base import DataBundle, batches
 from .base import CheckContext, SampleParams, eval_split, summarize
@@ -135,10 +136,13 @@ def corruptions_check(model: nn.Module, data: DataBundle, params: CorruptionChec
     base_clean = clean if len(models) == 1 else correct_mask(base, split.x, split.y, params.batch_size)
     ok: Dict[str, Dict[int, Tensor]] = {}
     base_ok: Dict[str, Dict[int, Tensor]] = {}
+    n_jobs, done = len(params.corruptions) * len(params.severities), 0
     for name in params.corruptions:
         ok[name], base_ok[name] = {}, {}
         for s in params.severities:
             flags = _corrupted_correct(models, split, name, s, params, ctx)
+            done += 1
+            progress.tick(done, n_jobs)
             ok[name][s], base_ok[name][s] = flags[0], flags[-1]
     acc = {n: {s: float(f.double().mean()) for s, f in per_s.items()} for n, per_s in ok.items()}
     judged = params.judged_severity

@@ -22,6 +22,7 @@ robust accuracy that rises or stays flat with eps, a random forward pass.
 """
 from __future__ import annotations
 
+from ..core import progress
 from ..attacks.autoattack import AutoAttack, AutoAttackParams
 from ..core.registry import CHECKS
 from .attack_common import attack_fields, check_params, eps_list
@@ -65,12 +66,14 @@ def robust_check(model, data, params: RobustParams, ctx: CheckContext) -> dict:
     split = eval_split(data, params.samples)
     curve, first, first_res = [], None, None
     flags = []
-    for eps in eps_list(params.eps):
+    eps_values = eps_list(params.eps)
+    for i, eps in enumerate(eps_values):
         kw = {f: getattr(params, f) for f in attack_fields(AutoAttackParams)}
         kw["grad_modes"] = params.grad_modes or None
         ens = AutoAttack(model, eps=eps, norm=params.norm, batch_size=params.batch_size, seed=ctx.seed,
                          eot_iter=params.eot_iter, **kw)
-        res = ens.run(split.x, split.y)
+        with progress.part(i, len(eps_values)):
+            res = ens.run(split.x, split.y)
         per = _per_attack(res)
         curve.append({"eps": eps, "accuracy": float(res.robust.float().mean()),
                       "per_attack": {k: v["accuracy"] for k, v in per.items()}})

@@ -3,7 +3,8 @@
 Each subcommand module exposes ``add_parser(subparsers)`` and ``run(args) -> int``.
 Errors a user can fix (bad recipe, missing file, bad argument) print one line and
 exit with 2; any other failure prints one line and exits with 1 (``--debug`` shows
-the traceback).
+the traceback). Global options (``--debug``, ``-q``) go before or after the subcommand;
+a closed output pipe (``sturdynet list | head``) ends the command quietly with 0.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import List, Optional
 
 from ..core.params import ConfigError
 
-COMMANDS = ["run", "train", "evaluate", "export", "report", "list"]
+COMMANDS = ["run", "validate", "train", "evaluate", "export", "report", "list"]
 
 
 def _modules():
@@ -28,13 +29,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sturdynet", description="Compress image classifiers and tell the truth "
                                 "about their robustness.")
     p.add_argument("--version", action="version", version=f"sturdynet {__version__}")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    _global_options(p, False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for mod in _modules():
         mod.add_parser(sub)
+    for sp in sub.choices.values():  # global options also after the subcommand: `run r.yaml -q`
+        _global_options(sp, argparse.SUPPRESS)
     return p
+
+
+def _global_options(p: argparse.ArgumentParser, default) -> None:
+    """``--debug`` and ``-q``; on subcommands with a suppressed default, so that they do not
+    reset a value given before the subcommand."""
+    p.add_argument("--debug", action="store_true", default=default, help="show tracebacks on errors")
+    p.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress display")
+
+
+def _quiet_pipe_exit() -> int:
+    """stdout's reader went away (``sturdynet list | head``): stop without a traceback, and
+    point stdout at /dev/null so the interpreter's final flush does not complain either."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - stdout without a file descriptor
+        pass
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -42,7 +64,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+        return code
+    except BrokenPipeError:
+        return _quiet_pipe_exit()
     except (ConfigError, ValueError, FileNotFoundError) as e:
         if args.debug:
             raise

@@ -34,6 +34,7 @@ def add_parser(sub) -> None:
                                   "trained on)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data split and the attacks (default 0)")
     p.add_argument("--out", help="write the metrics to this JSON file")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout (no text lines)")
     p.set_defaults(func=run)
 
 
@@ -63,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from ..checks.base import CheckContext
+    from ..core import progress
+    from .progress import ProgressDisplay
     from ..core.atomic import write_json_atomic
     from ..core.params import ConfigError, to_dict
     from ..core.registry import CHECKS
@@ -79,12 +82,19 @@ def run(args: argparse.Namespace) -> int:
     checks = [parse_check(parse(c, "--check"), f"--check[{i}]") for i, c in enumerate(args.checks or ["clean"])]
     ctx = CheckContext(device=model_device(model), seed=args.seed, models={"dense": model})
     out = {}
+    display = ProgressDisplay(enabled=not args.quiet)
+    ctx.progress = display
     for c in checks:
-        m = CHECKS.create_from(c.check, model, data, ctx)
+        with display, progress.reporting(display, c.id):
+            display({"event": "stage", "stage": c.id})
+            m = CHECKS.create_from(c.check, model, data, ctx)
         m.pop("per_sample", None)
         out[c.id] = to_dict(m)
         ctx.results[c.id] = out[c.id]
-        print(describe(c.id, out[c.id]))
+        if not args.json:
+            print(describe(c.id, out[c.id]))
+    if args.json:
+        print(json.dumps({"checkpoint": source, "device": str(ctx.device), "metrics": out}, indent=2))
     if args.out:
         write_json_atomic(Path(args.out), {"checkpoint": source, "device": str(ctx.device), "metrics": out})
     return 0

@@ -6,11 +6,12 @@ import dataclasses
 from pathlib import Path
 
 from .progress import ProgressDisplay
+from .recipe_args import add_recipe_args
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train the base model of a recipe and save a checkpoint")
-    p.add_argument("recipe", nargs="?", help="recipe YAML (default: the built-in digits recipe)")
+    add_recipe_args(p)
     p.add_argument("--out", default="model.pt", help="checkpoint path (default: model.pt)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--device", help="override the recipe's device")
@@ -21,13 +22,13 @@ def run(args: argparse.Namespace) -> int:
     from ..core.params import ConfigError
     from ..data import load_data
     from ..models.common import model_for_data
-    from ..run.recipe import load_recipe
+    from . import recipe_args
     from ..run.runner import resolve_device
     from ..models.arch import arch_of
     from ..run.checkpoint import save_checkpoint
     from ..train.loop import evaluate_accuracy, fit
 
-    recipe = load_recipe(args.recipe)
+    recipe = recipe_args.load(args)
     cfg = recipe.train
     if args.epochs is not None:
         if args.epochs < 0:

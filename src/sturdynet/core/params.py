@@ -11,6 +11,7 @@ Field constraints live in ``dataclasses.field(metadata=...)``:
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,29 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_FRACTION = re.compile(r"\s*([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*/\s*([0-9.]+(?:[eE][-+]?[0-9]+)?)\s*")
+
+
+def parse_number(text: str) -> Optional[float]:
+    """A float from ``"1e-3"``, ``"0.5"`` or a fraction ``"8/255"`` (None if it is neither).
+
+    >>> parse_number("8/255") == 8 / 255
+    True
+    """
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    m = _FRACTION.fullmatch(text)
+    if m is None:
+        return None
+    try:
+        num, den = float(m.group(1)), float(m.group(2))
+    except ValueError:
+        return None
+    return num / den if den != 0 else None
+
+
 def _convert(tp: Any, value: Any, path: str) -> Any:
     """Check ``value`` against type ``tp``; return it converted (lists -> tuples)."""
     origin = typing.get_origin(tp)
@@ -79,6 +103,14 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         raise ConfigError(path, f"must be {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         choices = typing.get_args(tp)
+        if isinstance(value, bool) and all(isinstance(c, str) for c in choices):
+            # YAML 1.1 reads unquoted true/false/yes/no/on/off as booleans: ``grad_mode: true``
+            # means the choice "true"; a boolean that names no choice gets a clear message.
+            word = "true" if value else "false"
+            if word in choices:
+                return word
+            raise ConfigError(path, f"must be one of {', '.join(map(str, choices))}; got the boolean {word} "
+                                    "(YAML reads unquoted true/false/yes/no/on/off as booleans; quote the value)")
         if value not in choices:
             raise ConfigError(path, f"must be one of {', '.join(map(str, choices))}; got {value!r}")
         return value
@@ -106,13 +138,12 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            # YAML reads 1e-3 (no dot) as a string: accept numeric strings.
+            # YAML reads 1e-3 (no dot) and 8/255 as strings: accept numbers and fractions.
             if isinstance(value, str):
-                try:
-                    return float(value)
-                except ValueError:
-                    pass
-            raise ConfigError(path, f"must be a number, got {value!r}")
+                number = parse_number(value)
+                if number is not None:
+                    return number
+            raise ConfigError(path, f"must be a number (or a fraction such as 8/255), got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core import progress
 from ..data.base import Split
 from ..quant.grad_mode import gradient_mode, has_estimators
 from .bitview import BitView, ViewParams, deploy
@@ -211,6 +212,7 @@ class BitFlipAttack:
             accs = accuracies(victim, held_out, self.batch_size)
             acc = accs[key]
             curve.append({"flips": flips, **accs, "loss": new_loss})
+            progress.tick(flips, self.max_flips)
             if acc <= target:
                 reached = flips
         for w, f in zip(weights, flags):

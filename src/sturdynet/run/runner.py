@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import nn
 
+from ..core import progress as progress_scope
 from ..core.method import CompressContext, run_steps
 from ..core.params import to_dict
 from ..data import load_data
@@ -165,7 +166,8 @@ class Runner:
                 continue
             _emit(self.progress, event="stage", stage=f"{spec.name}: {c.id}")
             try:
-                m = CHECKS.create_from(c.check, model, self.data, ctx)
+                with progress_scope.reporting(self.progress, f"{spec.name}: {c.id}"):
+                    m = CHECKS.create_from(c.check, model, self.data, ctx)
             except Exception as e:  # noqa: BLE001 - a failing check is recorded, the run goes on
                 log.warning("variant %s: check %s failed: %s", spec.name, c.id, e)
                 metrics[c.id] = {"error": _error_text(e)}
