@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 DASH = "—"
 
@@ -160,3 +160,57 @@ def fmt_seconds(s: Optional[float]) -> str:
         return f"{int(m)} min {sec:.0f} s"
     h, m = divmod(m, 60)
     return f"{int(h)} h {int(m)} min"
+
+
+def _component(c: Any) -> Tuple[Optional[str], Dict[str, Any]]:
+    """``(name, params)`` of a component as results.json stores it: ``{method|name: x, ...params}``
+    or ``{name: x, params: {...}}``."""
+    if isinstance(c, str):
+        return c, {}
+    if not isinstance(c, Mapping):
+        return None, {}
+    name = c.get("method", c.get("name"))
+    if isinstance(c.get("params"), Mapping) and set(c) <= {"name", "method", "params"}:
+        return name, dict(c["params"])
+    return name, {k: v for k, v in c.items() if k not in ("method", "name")}
+
+
+def method_steps(method: Optional[str], params: Any, variant_spec: Optional[Mapping[str, Any]] = None,
+                 limit: Optional[int] = 3) -> Tuple[str, str]:
+    """A variant's method as ``(steps, details)``: every step that made it, in order, and
+    their parameters, e.g. ``("prune.global_magnitude → adversarial fine-tuning (pgd)",
+    "sparsity=0.9; fine-tuning: 10 epochs, lr=0.02, pgd eps=0.1, steps=5")``.
+
+    ``variant_spec`` is the variant's entry of the resolved recipe (fine-tuning lives there);
+    ``limit`` parameters per step that are not off are shown (None: all).
+    """
+    names: List[str] = []
+    details: List[str] = []
+    if isinstance(params, Mapping) and isinstance(params.get("steps"), list):
+        for s in params["steps"]:
+            name, p = _component(s)
+            names.append(str(name or "?"))
+            text = fmt_params(p, limit)
+            if text:
+                details.append(f"{name}: {text}")
+    elif method:
+        names.append(method)
+        text = fmt_params(params, limit)
+        if text:
+            details.append(text)
+    spec = variant_spec or {}
+    ft = spec.get("finetune") if isinstance(spec.get("finetune"), Mapping) else {}
+    epochs = spec.get("finetune_epochs")
+    if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0:
+        adv_name, adv = _component(ft.get("adversarial")) if ft.get("adversarial") else (None, {})
+        names.append(f"adversarial fine-tuning ({adv_name})" if adv_name else "fine-tuning")
+        parts = [f"{epochs} epoch{'' if epochs == 1 else 's'}"]
+        if isinstance(ft.get("lr"), (int, float)):
+            parts.append(f"lr={fmt_num(ft['lr'])}")
+        if adv_name:
+            a = fmt_params({k: adv[k] for k in ("eps", "steps", "norm") if k in adv} or adv, limit)
+            parts.append(f"{adv_name} {a}".strip())
+        details.append("fine-tuning: " + ", ".join(parts))
+    if not names:
+        return "dense", "; ".join(details)
+    return " → ".join(names), "; ".join(details)

@@ -45,10 +45,14 @@ def _table(t: Table) -> List[str]:
     def cell(text: str, strong: bool = False) -> str:
         return inline(Text(text, "strong" if strong else ""), in_table=True) or " "
 
-    lines = ["| " + " | ".join(cell(c.title) for c in t.columns) + " |",
+    def value(c) -> str:
+        text = cell(c.text, c.strong) + (f" {c.mark}" if c.mark else "")
+        return text + (" " + cell(f"({c.detail})") if c.detail else "")
+
+    lines = ["| " + " | ".join(cell(c.heading) for c in t.columns) + " |",
              "|" + "|".join("---:" if c.align == "right" else "---" for c in t.columns) + "|"]
     for row in t.rows:
-        lines.append("| " + " | ".join(cell(c.text, c.strong) for c in row) + " |")
+        lines.append("| " + " | ".join(value(c) for c in row) + " |")
     if t.footnotes:
         lines.append("")
         lines += [_para(p) + "  " for p in t.footnotes]

@@ -34,17 +34,31 @@ class Heading:
 
 @dataclass(frozen=True)
 class Column:
+    """A column. ``setting`` names what the values are measured at (``"eps=0.1, linf, 20 steps"``);
+    HTML puts it on its own line under the title, Markdown appends it after ``@``."""
+
     title: str
     align: str = "left"  # "left" or "right"
+    setting: str = ""
+
+    @property
+    def heading(self) -> str:
+        """The title with its setting, as one line (Markdown, the CLI, tests)."""
+        return f"{self.title} @ {self.setting}" if self.setting else self.title
 
 
 @dataclass(frozen=True)
 class Cell:
-    """A table cell. ``cls`` styles it in HTML (``"failed"``, ``"ok"``, ``"danger"``...)."""
+    """A table cell. ``cls`` styles it in HTML (``"failed"``, ``"ok"``, ``"masked"``...);
+    ``detail`` is a second, smaller line (HTML) or a parenthesis (Markdown), e.g. a
+    method's parameters; ``mark`` is a symbol appended to the value (``"⚠"`` for a value
+    that gradient masking may inflate)."""
 
     text: str
     cls: str = ""
     strong: bool = False
+    detail: str = ""
+    mark: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,10 +66,11 @@ class Table:
     columns: Tuple[Column, ...]
     rows: Tuple[Tuple[Cell, ...], ...]
     footnotes: Tuple[Para, ...] = ()
+    cls: str = ""  # "main": the results table (HTML lays it out to fit, with a sticky first column)
 
     def column(self, title: str) -> Tuple[str, ...]:
-        """The texts of one column (handy in tests and the CLI)."""
-        i = [c.title for c in self.columns].index(title)
+        """The texts of one column, by title or title with setting (handy in tests and the CLI)."""
+        i = next(i for i, c in enumerate(self.columns) if title in (c.title, c.heading))
         return tuple(r[i].text for r in self.rows)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -22,23 +23,43 @@ from .model import Figure
 from .view import RunView
 
 PLOT_DIR = "plots"
-_DPI = 110
-_MARKERS = "os^Dv<>pP*hX"
+#: 2x the 110 dpi the report displays them at (the HTML shows them at half their pixel size)
+_DPI = 220
+_MARKERS = "os^Dv<>pP*h"
+#: the marker drawn over a value whose check raised a gradient-masking warning
+MASK_MARKER = dict(marker="x", color="#c62828", s=70, linewidths=2.0, zorder=5)
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "check"
 
 
+def _name_slot(name: str, n: int) -> int:
+    return zlib.crc32(name.encode("utf-8")) % n
+
+
 class _Palette:
-    """A fixed colour and marker per variant, by its position in the results."""
+    """A colour and marker per variant, stable by name: the same variant name gets the same
+    colour in every report. A CRC32 of the name picks one of tab20's ten dark colours; names
+    that collide take the next free colour (the dark ones first, then the light ones), in
+    name order."""
 
     def __init__(self, names: Sequence[str]) -> None:
         from matplotlib import colormaps
 
-        cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
-        n = cmap.N
-        self._style = {name: (cmap(i % n), _MARKERS[i % len(_MARKERS)]) for i, name in enumerate(names)}
+        cmap = colormaps["tab20"]
+        order = list(range(0, 20, 2)) + list(range(1, 20, 2))  # dark shades, then their light partners
+        taken: Dict[int, str] = {}
+        for name in sorted(set(names)):
+            slot = _name_slot(name, 10)
+            for _ in range(len(order)):
+                if slot not in taken:
+                    break
+                slot = (slot + 1) % len(order)
+            taken.setdefault(slot, name)
+        by_name = {name: slot for slot, name in taken.items()}
+        self._style = {name: (cmap(order[by_name.get(name, _name_slot(name, 10))]),
+                              _MARKERS[_name_slot(name, len(_MARKERS))]) for name in names}
 
     def __call__(self, name: str) -> Tuple[Any, str]:
         return self._style[name]
@@ -95,13 +116,25 @@ def label_offsets(pts: List[Tuple[str, float, float]], near_x: float = 1.0, step
     return out
 
 
+def _mask_legend(ax, masked: bool, handles: Optional[List[Any]] = None, **kw) -> None:
+    """A legend with the masking marker's entry when a point is masked (plus ``handles``)."""
+    handles = list(handles or [])
+    if masked:
+        handles.append(Line2D([], [], color=MASK_MARKER["color"], marker="x", linestyle="", markersize=7,
+                              markeredgewidth=2, label="⚠ gradient masking suspected"))
+    if handles:
+        ax.legend(handles=handles, **kw)
+
+
 def _labelled_points(ax, pts: List[Tuple[str, float, float]], palette: _Palette, marker: Optional[str] = None,
-                     label_points: bool = True, hollow: bool = False) -> None:
+                     label_points: bool = True, hollow: bool = False, masked: Sequence[str] = ()) -> None:
     offsets = label_offsets(pts)
     for (name, size, acc), off in zip(pts, offsets):
         color, m = palette(name)
         ax.scatter([size], [100 * acc], color="none" if hollow else color, edgecolors=color, marker=marker or m,
                    s=46, zorder=3, linewidths=1.4)
+        if name in masked:
+            ax.scatter([size], [100 * acc], **MASK_MARKER)
         if label_points:
             ax.annotate(name, (size, 100 * acc), xytext=(size * 2 ** 0.08, 100 * acc + off), textcoords="data",
                         fontsize=8, color=color, va="bottom",
@@ -116,9 +149,11 @@ def size_plot(view: RunView, cid: str, path: Path, palette: _Palette) -> bool:
         return False
     fig = _new()
     ax = fig.add_subplot()
-    _labelled_points(ax, pts, palette)
+    masked = [v["name"] for v in view.ok_variants if view.masked(v, cid)]
+    _labelled_points(ax, pts, palette, masked=masked)
     _bytes_axis(ax, [p[1] for p in pts])
     _percent_axis(ax)
+    _mask_legend(ax, bool(masked), loc="lower right", fontsize=8)
     ax.set_title(f"{view.label(cid)}: accuracy against size")
     _save(fig, path)
     return True
@@ -134,8 +169,10 @@ def frontier_plot(view: RunView, path: Path, palette: _Palette) -> bool:
         return False
     fig = _new()
     ax = fig.add_subplot()
-    _labelled_points(ax, clean, palette, marker="o")
-    _labelled_points(ax, rob, palette, marker="s", label_points=False, hollow=True)
+    masked = [v["name"] for v in view.ok_variants if view.robust_masked(v)]
+    _labelled_points(ax, clean, palette, marker="o", masked=[v["name"] for v in view.ok_variants
+                                                             if view.masked(v, view.clean_id)])
+    _labelled_points(ax, rob, palette, marker="s", label_points=False, hollow=True, masked=masked)
     robust_of = {name: r for name, _, r in rob}
     for name, s, a in clean:
         if name in robust_of:
@@ -144,16 +181,19 @@ def frontier_plot(view: RunView, path: Path, palette: _Palette) -> bool:
     _percent_axis(ax)
     proxies = [Line2D([], [], color="0.35", marker="o", linestyle="", label="clean"),
                Line2D([], [], color="0.35", marker="s", markerfacecolor="none", linestyle="", label="robust")]
-    ax.legend(handles=proxies, loc="lower right", fontsize=8)
+    _mask_legend(ax, bool(masked), proxies, loc="lower right", fontsize=8)
     ax.set_title("Clean and robust accuracy against size")
     _save(fig, path)
     return True
 
 
 def _x_scale(ax, xs: List[float]) -> None:
-    """Log x when the positive x values span two decades or more (symlog if 0 is present)."""
+    """Log x when the positive x values span two decades or more (symlog if 0 is present);
+    integer x values (flips, severities, steps) get integer ticks on a linear axis."""
     pos = [x for x in xs if x > 0]
     if len(pos) < 2 or max(pos) / min(pos) < 100 or any(x < 0 for x in xs):
+        if xs and all(float(x).is_integer() for x in xs):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         return
     if len(pos) < len(xs):
         ax.set_xscale("symlog", linthresh=min(pos), linscale=0.5)
@@ -182,10 +222,13 @@ def curve_plot(view: RunView, cid: str, path: Path, palette: _Palette) -> bool:
                 cats.append(x)
     fig = _new()
     ax = fig.add_subplot()
+    masked = {v["name"] for v in view.ok_variants if view.masked(v, cid)}
     for name, xs, ys in lines:
         color, marker = palette(name)
         pos = xs if numeric else [cats.index(x) for x in xs]
         ax.plot(pos, [100 * y for y in ys], marker=marker, color=color, label=name, linewidth=1.6, markersize=5)
+        if name in masked:
+            ax.scatter(pos, [100 * y for y in ys], **MASK_MARKER)
     if numeric:
         _x_scale(ax, [float(x) for x in all_x])
     else:
@@ -194,7 +237,8 @@ def curve_plot(view: RunView, cid: str, path: Path, palette: _Palette) -> bool:
                            if len(cats) > 5 else "center", fontsize=8)
     ax.set_xlabel(x_label(key))
     _percent_axis(ax)
-    ax.legend(fontsize=8, loc="best", ncol=1 if len(lines) <= 8 else 2)
+    handles, _ = ax.get_legend_handles_labels()
+    _mask_legend(ax, bool(masked), handles, fontsize=8, loc="best", ncol=1 if len(lines) <= 8 else 2)
     ax.set_title(f"{view.label(cid)}: accuracy against {x_label(key)}")
     _save(fig, path)
     return True

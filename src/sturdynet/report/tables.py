@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from .format import DASH, fmt_bits, fmt_bytes, fmt_int, fmt_method, fmt_num, fmt_params, fmt_pct, fmt_ratio, fmt_seconds
+from .format import (DASH, fmt_bits, fmt_bytes, fmt_int, fmt_num, fmt_params, fmt_pct, fmt_ratio, fmt_seconds,
+                     method_steps)
 from .model import Cell, Column, Para, Table, Text, para
 from .schema import validate_results
 from .view import RunView
@@ -14,6 +15,8 @@ _NOT_EXTRAS = ("accuracy", "per_sample", "curve", "flags", "error", "check_key")
 _MAX_CURVE_COLUMNS = 12
 #: parameters shown beside the method in the summary (all of them in the variants table)
 KEY_PARAMS = 3
+#: the mark of a value from a check that raised a gradient-masking warning
+MASK_MARK = "⚠"
 
 
 def _status_cell(status: str) -> Cell:
@@ -25,11 +28,12 @@ def variant_values(view: RunView, v: Mapping[str, Any], key_params: int = KEY_PA
     ``key_params`` parameters are shown beside the method."""
     rob = view.robust(v)
     robust = fmt_pct(rob.accuracy)
+    steps, detail = method_steps(v.get("method"), v.get("params"), view.recipe_variant(v["name"]), key_params)
     if rob.accuracy is not None and rob.from_min and rob.source:
         robust = f"{robust} ({rob.source}{'; incomplete' if rob.incomplete else ''})"
     return {
         "variant": v["name"],
-        "method": fmt_method(v.get("method"), v.get("params"), limit=key_params),
+        "method": steps + (f" ({detail})" if detail else ""),
         "size": fmt_bytes(v.get("size_bytes")),
         "bytes": fmt_int(v.get("size_bytes")),
         "ratio": fmt_ratio(view.ratio(v)),
@@ -60,41 +64,57 @@ def summary_rows(results: Mapping[str, Any]) -> List[Dict[str, str]]:
 def _accuracy_cell(view: RunView, v: Mapping[str, Any], cid: str) -> Cell:
     if view.check_error(v, cid) is not None:
         return Cell("error", cls="failed")
-    return Cell(fmt_pct(view.accuracy(v, cid)))
+    masked = view.masked(v, cid) and view.accuracy(v, cid) is not None
+    return Cell(fmt_pct(view.accuracy(v, cid)), cls="masked" if masked else "", mark=MASK_MARK if masked else "")
 
 
 def check_title(view: RunView, cid: str) -> str:
-    """Column title of a check: its label plus its first setting, e.g. ``"PGD @ eps=0.1"``."""
-    s = view.setting(cid)
-    return view.label(cid) + (f" @ {s[0]}={fmt_num(s[1])}" if s else "")
+    """Column title of a check with its setting, e.g. ``"PGD @ eps=0.1, linf, 20 steps"``."""
+    return check_column(view, cid).heading
+
+
+def check_column(view: RunView, cid: str) -> Column:
+    """The main table's column of a check: its label, and the setting its accuracy is measured at."""
+    return Column(view.label(cid), "right", view.setting_text(cid))
 
 
 def main_table(view: RunView) -> Table:
-    """Variants against size, compression facts and the accuracy of every check."""
+    """Variants against size, compression facts and the accuracy of every check.
+
+    The method column names every step that made the variant (fine-tuning included), with the
+    parameters as a detail line; a value from a check that raised a gradient-masking warning
+    carries :data:`MASK_MARK`.
+    """
     has_robust = any(view.robust(v).accuracy is not None for v in view.variants)
-    cols = [Column("Variant"), Column("Method"), Column("Size", "right"), Column("Bytes", "right"),
-            Column("Ratio", "right"), Column("Sparsity", "right"), Column("Bits", "right"),
-            Column("Clean", "right")]
+    cols = [Column("Variant"), Column("Method"), Column("Size", "right"), Column("Ratio", "right"),
+            Column("Sparsity", "right"), Column("Bits", "right"), Column("Clean", "right")]
     if has_robust:
-        cols.append(Column("Robust", "right"))
-    cols += [Column(check_title(view, c), "right") for c in view.other_ids]
+        cols.append(Column("Robust", "right", view.robust_setting()))
+    cols += [check_column(view, c) for c in view.other_ids]
     cols.append(Column("Status"))
     rows = []
     for v in view.variants:
         f = variant_values(view, v)
-        cells = [Cell(f["variant"], strong=True), Cell(f["method"]), Cell(f["size"]), Cell(f["bytes"]),
+        steps, detail = method_steps(v.get("method"), v.get("params"), view.recipe_variant(v["name"]), KEY_PARAMS)
+        cells = [Cell(f["variant"], strong=True), Cell(steps, cls="method", detail=detail), Cell(f["size"]),
                  Cell(f["ratio"]), Cell(f["sparsity"]), Cell(f["bits"]),
                  _accuracy_cell(view, v, view.clean_id) if view.clean_id else Cell(f["clean"])]
         if has_robust:
-            cells.append(Cell(f["robust"], strong=f["robust"] != DASH))
+            masked = view.robust_masked(v) and f["robust"] != DASH
+            cells.append(Cell(f["robust"], strong=f["robust"] != DASH, cls="masked" if masked else "",
+                              mark=MASK_MARK if masked else ""))
         cells += [_accuracy_cell(view, v, c) for c in view.other_ids]
         cells.append(_status_cell(f["status"]))
         rows.append(tuple(cells))
-    return Table(tuple(cols), tuple(rows), tuple(_main_notes(view, has_robust)))
+    return Table(tuple(cols), tuple(rows), tuple(_main_notes(view, has_robust, rows)), cls="main")
 
 
-def _main_notes(view: RunView, has_robust: bool) -> List[Para]:
+def _main_notes(view: RunView, has_robust: bool, rows: List[Tuple[Cell, ...]] = ()) -> List[Para]:
     notes = []
+    if any(c.mark == MASK_MARK for r in rows for c in r):
+        notes.append(para(Text(MASK_MARK, "strong"), " the check raised a gradient-masking warning for this "
+                          "variant: a gradient attack alone may overstate its robustness (see Warnings; plots "
+                          "mark these values with a red ×).", cls="note"))
     ref_name, ref_size = view.reference
     if ref_name is not None:
         what = "the dense variant" if view.reference_is_dense else "the largest variant (no dense variant)"
@@ -113,7 +133,8 @@ def _main_notes(view: RunView, has_robust: bool) -> List[Para]:
                          "be lower",)
         notes.append(para(*text, ".", cls="note"))
     if view.other_ids:
-        notes.append(para("Check columns give each check's accuracy at its first setting; curves below.", cls="note"))
+        notes.append(para("Check columns give each check's accuracy at the setting under its name (its first "
+                          "setting); curves below. Method parameters: the Variants table.", cls="note"))
     return notes
 
 
@@ -187,20 +208,30 @@ def curve_table(view: RunView, cid: str) -> Optional[Table]:
 
 
 def variants_table(view: RunView) -> Table:
-    """Every variant's method with all its parameters, fine-tuning epochs and parameter count."""
-    ft = {v.get("name"): v.get("finetune_epochs") for v in view.recipe.get("variants") or []
-          if isinstance(v, Mapping)}
+    """Every variant's steps with all their parameters (fine-tuning included), weight count,
+    packed bytes and, for binary variants, the silent-weight diagnostic."""
+    silent = {v["name"]: view.silent_fraction(v) for v in view.variants}
+    has_silent = any(s is not None for s in silent.values())
     rows = []
     for v in view.variants:
-        epochs = ft.get(v["name"])
-        if epochs is None and v.get("finetune_history"):
-            epochs = len(v["finetune_history"])
-        rows.append((Cell(v["name"], strong=True), Cell(v.get("method") or "dense"),
-                     Cell(fmt_params(v.get("params")) or DASH), Cell(fmt_num(epochs)),
-                     Cell(fmt_int(v.get("params_count")))))
-    cols = (Column("Variant"), Column("Method"), Column("Parameters"), Column("Fine-tune epochs", "right"),
-            Column("Weights", "right"))
-    return Table(cols, tuple(rows))
+        spec = view.recipe_variant(v["name"])
+        if not spec and v.get("finetune_history"):
+            spec = {"finetune_epochs": len(v["finetune_history"])}
+        steps, detail = method_steps(v.get("method"), v.get("params"), spec, limit=None)
+        row = (Cell(v["name"], strong=True), Cell(steps), Cell(detail or DASH), Cell(fmt_int(v.get("params_count"))),
+               Cell(fmt_int(v.get("size_bytes"))))
+        if has_silent:
+            row += (Cell(fmt_pct(silent[v["name"]])),)
+        rows.append(row)
+    cols = (Column("Variant"), Column("Steps"), Column("Parameters"), Column("Weights", "right"),
+            Column("Bytes", "right")) + ((Column("Silent weights", "right"),) if has_silent else ())
+    notes = ()
+    if has_silent:
+        notes = (para("Silent weights: the fraction of binary latent weights whose sign-flip average (OvSW, "
+                      "arXiv 2407.05257: EMA with m = 0.999 of sign changes per step) is below 1e-4 after the "
+                      "last training epoch. Near 100% means the binary weights barely changed sign while training, "
+                      "so the variant is close to its initial binarization.", cls="note"),)
+    return Table(cols, tuple(rows), notes)
 
 
 def timing_table(view: RunView) -> Optional[Table]:

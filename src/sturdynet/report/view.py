@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from .format import check_label
+from .format import check_label, fmt_num
 from .schema import curve_x_key
 
 CLEAN = "clean"
@@ -195,6 +195,93 @@ class RunView:
             if k == key:
                 return key, pts[0][key]
         return None
+
+    def check_params(self, check_id: str) -> Mapping[str, Any]:
+        """The check's parameters as the recipe in results.json resolved them (empty if unknown)."""
+        for c in self.recipe.get("evaluate") or []:
+            if isinstance(c, Mapping) and str(c.get("id", c.get("check"))) == check_id:
+                return c
+        return {}
+
+    def setting_text(self, check_id: str) -> str:
+        """What a check's headline accuracy is measured at, e.g. ``"eps=0.1, linf, 20 steps"``,
+        ``"10 flips"``, ``"BER=1e-04"``, ``"severity mean 1,3,5"``, ``"σ=0.25, radius 0"``."""
+        metrics = [self.metrics(v).get(check_id) or {} for v in self.ok_variants]
+        m = next((x for x in metrics if "accuracy" in x), {})
+        params = self.check_params(check_id)
+        s = self.setting(check_id)
+        key, value = s if s else (None, None)
+        parts: List[str] = []
+        if key == "eps" or "eps" in m:
+            eps = m.get("eps", value)
+            if isinstance(eps, (int, float)):
+                parts.append(f"eps={fmt_num(eps)}")
+            if isinstance(m.get("norm") or params.get("norm"), str):
+                parts.append(str(m.get("norm") or params.get("norm")))
+            steps = params.get("steps")
+            if isinstance(steps, int) and not m.get("gradient_free"):
+                parts.append(f"{steps} steps")
+            queries = params.get("n_queries")
+            if isinstance(queries, int) and "square" in (params.get("attacks") or ()):
+                parts.append(f"{queries} queries")
+        elif key == "flips" or m.get("kind") == "fault" and "flips" in m:
+            flips = m.get("flips", value)
+            parts.append(f"{fmt_num(flips)} flip{'' if flips == 1 else 's'}")
+        elif key == "ber" or "ber" in m:
+            parts.append(f"BER={fmt_num(m.get('ber', value))}")
+        elif key == "severity" or "severity" in m:
+            sev = m.get("severity", value)
+            parts.append(f"severity {sev}" if isinstance(sev, str) else f"severity {fmt_num(sev)}")
+        elif key == "radius" or "sigma" in m:
+            if isinstance(m.get("sigma"), (int, float)):
+                parts.append(f"σ={fmt_num(m['sigma'])}")
+            if key == "radius":
+                parts.append(f"radius {fmt_num(value)}")
+        elif key is not None:
+            parts.append(f"{key}={fmt_num(value)}")
+        budget = m.get("budget")
+        if isinstance(budget, str) and budget and budget not in parts:
+            parts.append(budget)
+        return ", ".join(parts)
+
+    def robust_setting(self) -> str:
+        """The setting of the Robust column: the robust check's, else the shared eps of the
+        attack checks that enter the minimum (``"min over pgd, cw"`` when they differ)."""
+        if self.robust_id is not None and any(self.accuracy(v, self.robust_id) is not None for v in self.variants):
+            return self.setting_text(self.robust_id)
+        texts = list(dict.fromkeys(self.setting_text(c) for c in self.attack_ids))
+        if len(texts) == 1:
+            return texts[0]
+        return "worst of " + ", ".join(self.attack_ids)
+
+    def masked(self, variant: Mapping[str, Any], check_id: Optional[str]) -> bool:
+        """Did this check raise a gradient-masking warning for this variant?"""
+        if check_id is None:
+            return False
+        return any(is_masking_flag(f) for f in (self.metrics(variant).get(check_id) or {}).get("flags") or [])
+
+    def robust_masked(self, variant: Mapping[str, Any]) -> bool:
+        """Is the Robust value of this variant from a check that raised a masking warning?"""
+        return self.masked(variant, self.robust(variant).source)
+
+    def recipe_variant(self, name: str) -> Mapping[str, Any]:
+        return next((v for v in self.recipe.get("variants") or [] if isinstance(v, Mapping) and v.get("name") == name),
+                    {})
+
+    def silent_fraction(self, variant: Mapping[str, Any]) -> Optional[float]:
+        """The silent-weight diagnostic of a binary variant: the fraction of binary latent weights
+        whose sign-flip average is below the threshold after its last training epoch (OvSW,
+        arXiv 2407.05257); None when the method did not log it."""
+        found = None
+        for log in (variant.get("method_log") or {}).values():
+            hist = log.get("history") if isinstance(log, Mapping) else None
+            for h in hist or []:
+                if isinstance(h, Mapping) and _num(h.get("binary_silent_fraction")):
+                    found = h["binary_silent_fraction"]
+        for h in variant.get("finetune_history") or []:
+            if isinstance(h, Mapping) and _num(h.get("binary_silent_fraction")):
+                found = h["binary_silent_fraction"]
+        return found
 
     def flags(self) -> List[Tuple[str, Optional[str], str]]:
         """Every warning as ``(variant, check id or None, text)``, in variant then check order."""
