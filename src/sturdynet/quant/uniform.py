@@ -15,6 +15,8 @@ Backward: ``ste`` is the clipped straight-through estimator (gradient 1 inside
 """
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 from torch import Tensor
 
@@ -77,6 +79,16 @@ class UniformQuantizer(Quantizer):
     def _scale(self, x: Tensor) -> Tensor:
         return self.scale.view(-1, *([1] * (x.dim() - 1)))
 
+    def _range(self) -> Tuple[Tensor, Tensor]:
+        """``(qmin, qmax)`` as 0-dim tensors chosen by the ``signed`` buffer without a Python
+        branch on its value, so the forward pass traces and exports (``torch.export``, ONNX);
+        :attr:`qmin` / :attr:`qmax` are the same bounds as Python ints."""
+        half, full = float(2 ** (self.bits - 1) - 1), float(2 ** self.bits - 1)
+        dtype = self.scale.dtype
+        lo = torch.where(self.signed, torch.tensor(-half, dtype=dtype), torch.tensor(0.0, dtype=dtype))
+        hi = torch.where(self.signed, torch.tensor(half, dtype=dtype), torch.tensor(full, dtype=dtype))
+        return lo.to(self.scale.device), hi.to(self.scale.device)
+
     @torch.no_grad()
     def calibrate(self, x: Tensor, method: str = "minmax", percentile: float = 99.99) -> None:
         """Set the step from ``x`` so the clipping value maps to ``qmax``."""
@@ -93,14 +105,16 @@ class UniformQuantizer(Quantizer):
 
     def integers(self, x: Tensor) -> Tensor:
         """The stored integers, in ``[qmin, qmax]``."""
-        return torch.clamp(torch.round(x / self._scale(x)), self.qmin, self.qmax)
+        lo, hi = self._range()
+        return torch.clamp(torch.round(x / self._scale(x)), lo, hi)
 
     def quantize(self, x: Tensor) -> Tensor:
         return self.integers(x) * self._scale(x)
 
     def surrogate(self, x: Tensor) -> Tensor:
         s = self._scale(x)
-        return torch.clamp(x, self.qmin * s, self.qmax * s)
+        lo, hi = self._range()
+        return torch.clamp(x, lo * s, hi * s)
 
     def stored(self, w: Tensor, deployed: Tensor, name: str = "weight"):
         """k-bit two's-complement integers times this quantizer's step (:mod:`.stored`)."""
@@ -109,10 +123,10 @@ class UniformQuantizer(Quantizer):
         return IntCodes.of_step(deployed, self.bits, self.scale, name)
 
     def encode(self, x: Tensor) -> Tensor:
-        return (self.integers(x) - self.qmin).long()
+        return (self.integers(x) - self._range()[0]).long()
 
     def decode(self, codes: Tensor) -> Tensor:
-        return (codes.to(self.scale.dtype) + self.qmin) * self._scale(codes)
+        return (codes.to(self.scale.dtype) + self._range()[0]) * self._scale(codes)
 
 
 # Back-compatible name used by the foundation code (a signed weight quantizer).
