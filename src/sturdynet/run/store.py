@@ -62,8 +62,13 @@ def git_commit() -> Optional[str]:
 def machine(device: str) -> Dict[str, Any]:
     import torch
 
-    return {"platform": platform.platform(), "processor": platform.machine(), "device": device,
-            "threads": torch.get_num_threads()}
+    out = {"platform": platform.platform(), "processor": platform.machine(), "device": device,
+           "threads": torch.get_num_threads()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        dev = torch.device(device)
+        out.update(gpu=torch.cuda.get_device_name(dev), cuda=torch.version.cuda,
+                   cudnn=torch.backends.cudnn.version(), gpu_memory_bytes=torch.cuda.get_device_properties(dev).total_memory)
+    return out
 
 
 class ResultsStore:

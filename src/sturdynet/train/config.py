@@ -47,6 +47,7 @@ class TrainConfig:
     adversarial: Optional[Component] = field(default=None, metadata={"parse": parse_adversarial})
     callbacks: Tuple[Component, ...] = field(default=(), metadata={"parse": _parse_callbacks})
     eval_every: int = rng(0, None, default=1)
+    amp: bool = False  # float16 autocast + gradient scaling on CUDA (ignored on the CPU)
 
     def __post_init__(self) -> None:
         if self.warmup_epochs > self.epochs and self.epochs > 0:

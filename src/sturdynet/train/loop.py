@@ -86,6 +86,9 @@ def fit(model: nn.Module, data: DataBundle, cfg: TrainConfig, seed: int = 0,
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
+    device = torch.device(device)
+    amp = bool(getattr(cfg, "amp", False)) and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)  # a no-op pass-through when disabled
     cbs = list(build_callbacks(cfg)) + list(callbacks)
     opt = make_optimizer(model, cfg)
     n = len(data.train)
@@ -116,18 +119,21 @@ def fit(model: nn.Module, data: DataBundle, cfg: TrainConfig, seed: int = 0,
                 if loss is not None:
                     break
             if loss is None:
-                state.logits = model(state.x)
-                loss = F.cross_entropy(state.logits, state.y, label_smoothing=cfg.label_smoothing)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                    state.logits = model(state.x)
+                    loss = F.cross_entropy(state.logits, state.y, label_smoothing=cfg.label_smoothing)
             if not torch.isfinite(loss.detach()):
                 raise TrainingDiverged(f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {state.step + 1}")
             state.loss = loss
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             for cb in cbs:
                 cb.on_after_backward(state)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             apply_masks(model)
             state.step += 1
