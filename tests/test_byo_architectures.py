@@ -49,6 +49,10 @@ def test_test_architectures_through_run(tmp_path, factory):
                           "train": {"epochs": 2, "batch_size": 64}, "variants": VARIANTS, "evaluate": CHECKS})
     _check_results(res)
     assert "not known to normalize" in res["warnings"][0]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "not known to normalize" in report and "| MACs |" in report
+    pruned = next(v for v in res["variants"] if v["name"] == "pruned")
+    assert f"{pruned['macs']:,}" in report and f"{pruned['params_count']:,}" in report
 
 
 def test_example_own_model_end_to_end(tmp_path, monkeypatch):

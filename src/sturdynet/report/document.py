@@ -50,9 +50,10 @@ def _alerts(view: RunView) -> List[Block]:
 
 def _warnings(view: RunView) -> List[Block]:
     flags = view.flags()
-    if not flags:
+    run_level = list(view.results.get("warnings") or [])  # e.g. an undeclared input normalization
+    if not flags and not run_level:
         return [para("No check raised a warning.")]
-    items = []
+    items = [Para((Text("model", "strong"), Text(": " + w))) for w in run_level]
     for variant, cid, text in flags:
         lead = [Text("GRADIENT MASKING", "danger"), Text(" ")] if is_masking_flag(text) else []
         items.append(Para(tuple(lead + _where(variant, cid) + [Text(": " + text)]),

@@ -219,12 +219,12 @@ def variants_table(view: RunView) -> Table:
             spec = {"finetune_epochs": len(v["finetune_history"])}
         steps, detail = method_steps(v.get("method"), v.get("params"), spec, limit=None)
         row = (Cell(v["name"], strong=True), Cell(steps), Cell(detail or DASH), Cell(fmt_int(v.get("params_count"))),
-               Cell(fmt_int(v.get("size_bytes"))))
+               Cell(fmt_int(v.get("macs"))), Cell(fmt_int(v.get("size_bytes"))))
         if has_silent:
             row += (Cell(fmt_pct(silent[v["name"]])),)
         rows.append(row)
     cols = (Column("Variant"), Column("Steps"), Column("Parameters"), Column("Weights", "right"),
-            Column("Bytes", "right")) + ((Column("Silent weights", "right"),) if has_silent else ())
+            Column("MACs", "right"), Column("Bytes", "right")) + ((Column("Silent weights", "right"),) if has_silent else ())
     notes = ()
     if has_silent:
         notes = (para("Silent weights: the fraction of binary latent weights whose sign-flip average (OvSW, "
@@ -273,8 +273,9 @@ def facts_table(view: RunView) -> Table:
         rows.append(("Data", _data_fact(r["data"])))
     model = recipe.get("model")
     if isinstance(model, Mapping):
-        rest = fmt_params({k: v for k, v in model.items() if k != "name"})
-        rows.append(("Model", f"{model.get('name', '?')}" + (f" ({rest})" if rest else "")))
+        rest = fmt_params({k: v for k, v in model.items() if k not in ("name", "factory")})
+        label = model.get("name") or model.get("factory") or "?"
+        rows.append(("Model", f"{label}" + (f" ({rest})" if rest else "")))
     if isinstance(recipe.get("train"), Mapping):
         rows.append(("Training", _join_scalars(recipe["train"])))
     base = r.get("base") or {}
