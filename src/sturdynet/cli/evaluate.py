@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -159,5 +160,5 @@ def _load_model(args: argparse.Namespace, parse):
     model = model_for_data(spec, data).to(device).eval()
     warning = normalization_warning(model, spec)
     if warning:
-        print(f"warning: {warning}")
+        print(f"sturdynet: warning: {warning}", file=sys.stderr)
     return model, data, spec.weights
