@@ -23,13 +23,14 @@ from pathlib import Path
 
 import torch
 
-from sturdynet.core.method import CompressContext, run_steps
+from sturdynet.core.method import run_steps
+from sturdynet.train.context import training_context
 from sturdynet.core.params import component, from_dict
 from sturdynet.checks import CheckContext
 from sturdynet.run.recipe import load_recipe, parse_recipe
 from sturdynet.core.registry import CHECKS, METHODS
 from sturdynet.train.config import TrainConfig
-from sturdynet.train.loop import evaluate_accuracy, fit
+from sturdynet.train.loop import evaluate_accuracy
 from common import cifar_data  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 INT8 = {"method": "quant.uniform", "bits": 8, "act_bits": 8, "mode": "ptq"}
@@ -74,8 +75,7 @@ def cifar(args) -> dict:
     base, _ = load_checkpoint(args.ckpt)
     base.eval()
     ft = from_dict(TrainConfig, {"epochs": args.binary_epochs, "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4})
-    ctx = CompressContext(data=data, train=ft, seed=0,
-                          fit=lambda m, cfg, **kw: fit(m, data, cfg, seed=0, **kw))
+    ctx = training_context(data, ft, seed=0)
     variants = [("float", []), ("int8 (w8a8 PTQ)", [INT8]),
                 ("binary (QAT)", [{"method": "binarize", "epochs": args.binary_epochs}])]
     params = from_dict(CHECKS.params("robust"), robust_params(args))

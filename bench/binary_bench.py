@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from sturdynet.core.method import CompressContext
+from sturdynet.train.context import training_context
 from sturdynet.core.params import component, from_dict
 from sturdynet.models.common import model_for_data
 from sturdynet.quant.binary.bireal_init import bireal_twin
@@ -104,8 +104,7 @@ def main() -> None:
         t0 = time.perf_counter()
         log: dict = {}
         if kind == "ra_bnn":
-            ctx = CompressContext(data=data, train=cfg, seed=seed,
-                                  fit=lambda m, c, **kw: fit(m, data, c, seed=seed, progress=progress, **kw))
+            ctx = training_context(data, cfg, seed=seed, progress=progress)
             params = RABNNParams(grow_epochs=args.grow_epochs, retrain_epochs=args.epochs - args.grow_epochs,
                                  lr=args.lr)
             model = RABNNGrow().apply(model, params, ctx)

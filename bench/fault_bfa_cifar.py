@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from sturdynet.core.method import CompressContext
+from sturdynet.core.method import MethodContext
+from sturdynet.train.context import training_context
 from sturdynet.core.params import Component, component, from_dict
 from sturdynet.data import load_data
 from sturdynet.checks.base import CheckContext
@@ -90,8 +91,7 @@ def main() -> None:
         res["train_seconds"] = time.perf_counter() - t0
         torch.save(dense.state_dict(), ckpt)
     dense.eval()
-    ctx_fit = CompressContext(data=data, train=cfg, seed=0,
-                              fit=lambda m, c, **kw: fit(m, data, c, seed=0, **kw))
+    ctx_fit = training_context(data, cfg, seed=0)
     held = data.test.take(args.held)
     res["dense"] = {"float_accuracy": accuracy(dense, held), "int8_accuracy": accuracy(deploy(dense), held)}
     log("dense", res["dense"])
@@ -166,7 +166,7 @@ def main() -> None:
     if "clipact" in stages and "ber_clipact_float32" not in res:
         cp = from_dict(METHODS.params("faults.clipact"), {"rates": [1e-6, 1e-5], "trials": 1, "iterations": 2,
                                                           "min_iterations": 1, "samples": 256})
-        c = CompressContext(data=data, seed=0)
+        c = MethodContext(data=data, seed=0)
         t0 = time.perf_counter()
         clipped = METHODS.get("faults.clipact")().apply(dense, cp, c)
         res["clipact"] = {"search_seconds": time.perf_counter() - t0, "accuracy": accuracy(clipped, held),

@@ -13,7 +13,8 @@ import time
 
 import torch
 
-from sturdynet.core.method import CompressContext
+from sturdynet.core.method import MethodContext
+from sturdynet.train.context import training_context
 from sturdynet.core.params import Component, from_dict
 from sturdynet.data import load_data
 from sturdynet.checks.base import CheckContext
@@ -36,7 +37,7 @@ def main() -> None:
     cfg = TrainConfig(epochs=15, lr=0.05, batch_size=64)
     fit(model, data, cfg, seed=0)
     model.eval()
-    ctx = CompressContext(data=data, train=cfg, seed=0, fit=lambda m, c, **kw: fit(m, data, c, seed=0, **kw))
+    ctx = training_context(data, cfg, seed=0)
     cctx = CheckContext(seed=0)
     res = {"budget": {"data": "digits (1294 train / 144 val / 359 test)", "model": "small_cnn width 16",
                       "epochs": 15, "attack_batch": 64, "trials": 10, "threads": 1},
@@ -86,7 +87,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     cp = from_dict(METHODS.params("faults.clipact"), {"rates": [1e-5, 3e-5, 1e-4], "trials": 3})
-    c = CompressContext(data=data, seed=0)
+    c = MethodContext(data=data, seed=0)
     clipped = METHODS.get("faults.clipact")().apply(model, cp, c)
     res["clipact"] = {"search_seconds": time.perf_counter() - t0, "accuracy": accuracy(clipped, data.test),
                       "thresholds": c.log["clipact"]["thresholds"], "act_max": c.log["clipact"]["act_max"]}

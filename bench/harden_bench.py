@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from sturdynet.core.method import CompressContext, run_steps
+from sturdynet.core.method import run_steps
+from sturdynet.train.context import training_context
 from sturdynet.core.params import Component, from_dict
 from sturdynet.checks.base import CheckContext
 from sturdynet.models.common import model_for_data
@@ -119,8 +120,7 @@ def main() -> None:
             if parent not in models:
                 print(f"skip {name}: needs {parent}", flush=True)
                 continue
-            ctx = CompressContext(data=data, train=ft_cfg, seed=a.seed,
-                                  fit=lambda m, c, **kw: fit(m, data, c, seed=a.seed, **kw))
+            ctx = training_context(data, ft_cfg, seed=a.seed)
             model = run_steps(copy.deepcopy(models[parent]), steps, ctx)
             fit(model, data, ft_cfg, seed=a.seed)
         secs = time.perf_counter() - t0

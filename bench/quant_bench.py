@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from sturdynet.core.method import CompressContext, run_steps
+from sturdynet.core.method import MethodContext, run_steps
+from sturdynet.train.context import training_context
 from sturdynet.core.params import component, from_dict
 from sturdynet.models.common import model_for_data
 from sturdynet.core.registry import METHODS, MODELS
@@ -95,7 +96,7 @@ def main() -> None:
     for i in picks:
         name, steps_raw = VARIANTS[i]
         steps = [component(METHODS, s, f"steps[{j}]", key="method") for j, s in enumerate(steps_raw)]
-        ctx = CompressContext(data=data, train=ft_cfg, seed=seed)
+        ctx = training_context(data, ft_cfg, seed=seed)
         t0 = time.perf_counter()
         model = run_steps(copy.deepcopy(base), steps, ctx)
         acc0 = evaluate_accuracy(model, data.test)["accuracy"]
@@ -118,7 +119,7 @@ def timing(args, base, data, out_path: Path) -> None:
     models = {}
     for name, steps_raw in VARIANTS:
         steps = [component(METHODS, s, f"steps[{j}]", key="method") for j, s in enumerate(steps_raw)]
-        models[name] = run_steps(copy.deepcopy(base), steps, CompressContext(data=data, seed=0))
+        models[name] = run_steps(copy.deepcopy(base), steps, MethodContext(data=data, seed=0))
     times = {n: [] for n in models}
     for _ in range(args.rounds):
         for n, m in models.items():

@@ -25,7 +25,8 @@ import time
 
 import torch
 
-from sturdynet.core.method import CompressContext
+from sturdynet.core.method import TrainingContext
+from sturdynet.train.context import training_context
 from sturdynet.core.params import from_dict
 from sturdynet.models.common import build_model
 from sturdynet.core.registry import METHODS
@@ -69,9 +70,8 @@ def main() -> None:
         return TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=lr, weight_decay=5e-4, momentum=0.9,
                            nesterov=True, warmup_epochs=min(warm, float(epochs)))
 
-    def ctx_for(train_cfg: TrainConfig) -> CompressContext:
-        ctx = CompressContext(data=data, train=train_cfg, seed=args.seed, device=torch.device("cpu"),
-                              fit=lambda m, c, **kw: fit(m, data, c, seed=args.seed, **kw))
+    def ctx_for(train_cfg: TrainConfig) -> TrainingContext:
+        ctx = training_context(data, train_cfg, seed=args.seed, device=torch.device("cpu"))
         ctx.init_state = init_state  # the runner-provided initial weights (see docs/sparse-training.md)
         return ctx
 

@@ -10,7 +10,8 @@ from torch import nn
 
 from sturdynet.checks.backdoor import BackdoorCheckParams, backdoor_check
 from sturdynet.defenses.fine_pruning import FinePruning, FinePruningParams, mean_activations, pick_group
-from sturdynet.core.method import CompressContext
+from sturdynet.train import TrainConfig
+from sturdynet.train.context import training_context
 from sturdynet.core.params import ConfigError
 from sturdynet.data import load_data
 from sturdynet.data.base import DataBundle, Split
@@ -138,13 +139,14 @@ def test_fine_pruning_removes_the_dormant_channel_first():
     act = mean_activations(model, group, x)
     assert act[2] == 0 and torch.allclose(act[[0, 1, 3]].float(), x.mean() * torch.tensor([0.5, 2.0, 3.0]))
     data = _bundle(x, torch.zeros(16, dtype=torch.long))
-    ctx = CompressContext(data=data)
+    ctx = training_context(data, TrainConfig(epochs=1))
     params = FinePruningParams(amount=0.5, max_accuracy_drop=None, epochs=0)
     out = FinePruning().apply(model, params, ctx)
     log = ctx.log["prune.fine_pruning"]
     assert log["pruned_channels"] == [2, 0] and log["channels_pruned"] == 2  # in pruning order and log["channel_sparsity"] == 0.5
     assert out[0].out_channels == 2 and out[4].in_features == 2 and model[0].out_channels == 4
-    masked = FinePruning().apply(model, dataclasses.replace(params, physical=False), CompressContext(data=data))
+    masked = FinePruning().apply(model, dataclasses.replace(params, physical=False),
+                                 training_context(data, TrainConfig(epochs=1)))
     assert torch.allclose(out(x), masked(x), atol=1e-6)
     assert masked[0].weight_mask.flatten().tolist() == [False, True, False, True]
 
@@ -153,12 +155,12 @@ def test_fine_pruning_stops_at_the_accuracy_limit():
     model, x = _hand_made(), torch.rand(32, 1, 3, 3)
     with torch.no_grad():  # class 0 reads channel 1 (2m), class 1 channel 3 (1.5m): pruning 1 flips every answer
         model[4].weight.copy_(torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.5]]))
-    ctx = CompressContext(data=_bundle(x, torch.zeros(32, dtype=torch.long)))
+    ctx = training_context(_bundle(x, torch.zeros(32, dtype=torch.long)), TrainConfig(epochs=1))
     FinePruning().apply(model, FinePruningParams(amount=0.75, max_accuracy_drop=0.0, epochs=0), ctx)
     log = ctx.log["prune.fine_pruning"]
     assert log["pruned_channels"] == [2, 0] and log["stopped_by"] == "accuracy_drop"
     assert [p["accuracy"] for p in log["curve"]] == [1.0, 1.0, 0.0] and log["clean_accuracy_pruned"] == 1.0
-    with pytest.raises(ValueError, match="needs clean data"):
+    with pytest.raises(TypeError, match="prune.fine_pruning trains the network"):
         FinePruning().apply(model, FinePruningParams(), None)
     with pytest.raises(ValueError, match="layer: 'nope'"):
         FinePruning().apply(model, FinePruningParams(layer="nope"), ctx)

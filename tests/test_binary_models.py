@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.core.method import CompressContext
+from sturdynet.core.method import MethodContext
 from sturdynet.models.common import build_model
 from sturdynet.quant import QuantConv2d, QuantLinear, gradient_mode
 from sturdynet.quant.binary import BinaryWeightQuantizer, SignActivation, binary_layers
@@ -89,21 +89,21 @@ def _small_cnn():
 
 
 def test_binarize_keeps_first_and_last_full_precision():
-    m = Binarize().apply(_small_cnn(), BinarizeParams())
+    m = Binarize().prepare(_small_cnn(), BinarizeParams())
     layers = [mod for mod in m.modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
     assert [isinstance(layer, (QuantConv2d, QuantLinear)) for layer in layers] == [False, True, True, True, False]
     assert len(binary_layers(m)) == 3
     # one bit per binarized weight plus one float alpha per output channel
     facts = compression_facts(m)
     assert facts["bits"] == 1
-    m2 = Binarize().apply(_small_cnn(), BinarizeParams(binarize_first=True, binarize_last=True))
+    m2 = Binarize().prepare(_small_cnn(), BinarizeParams(binarize_first=True, binarize_last=True))
     assert len(binary_layers(m2)) == 5
 
 
 def test_binarize_forward_values():
     torch.manual_seed(0)
     base = _small_cnn()
-    m = Binarize().apply(base, BinarizeParams(activations=False))
+    m = Binarize().prepare(base, BinarizeParams(activations=False))
     layer = binary_layers(m)[0][1]
     w = layer.weight.detach()
     alpha = w.abs().flatten(1).mean(1).view(-1, 1, 1, 1)
@@ -114,7 +114,7 @@ def test_binarize_forward_values():
 
 def test_binarize_true_mode_blocks_input_gradient_through_sign():
     torch.manual_seed(0)
-    m = Binarize().apply(_small_cnn(), BinarizeParams(estimator="clipped_ste")).eval()
+    m = Binarize().prepare(_small_cnn(), BinarizeParams(estimator="clipped_ste")).eval()
     for mode, zero in (("ste", False), ("true", True)):
         x = torch.rand(3, 1, 8, 8, requires_grad=True)
         with gradient_mode(m, mode):
@@ -124,15 +124,17 @@ def test_binarize_true_mode_blocks_input_gradient_through_sign():
 
 def test_binarize_on_binary_model_switches_estimators():
     m = build_model("bireal_resnet20", 1, 10, (8, 8), width=4)
-    m2 = Binarize().apply(m, BinarizeParams(estimator="reste", weight_estimator="clipped_ste"))
+    m2 = Binarize().prepare(m, BinarizeParams(estimator="reste", weight_estimator="clipped_ste"))
     assert len(binary_layers(m2)) == len(binary_layers(m))
     assert {q.estimator for q in m2.modules() if isinstance(q, SignActivation)} == {"reste"}
     assert {q.estimator for q in m2.modules() if isinstance(q, BinaryWeightQuantizer)} == {"clipped_ste"}
 
 
 def test_binarize_needs_context_to_train():
-    with pytest.raises(ValueError, match="training context"):
-        Binarize().apply(_small_cnn(), BinarizeParams(epochs=1), CompressContext())
+    with pytest.raises(TypeError, match="binarize trains the network: its ctx argument must be a TrainingContext"):
+        Binarize().apply(_small_cnn(), BinarizeParams(epochs=1), MethodContext())
+    with pytest.raises(TypeError, match="ctx"):
+        Binarize().apply(_small_cnn(), BinarizeParams(epochs=0))  # the argument is required
 
 
 def test_recipe_with_binary_model_and_variants():
@@ -156,7 +158,7 @@ def test_bireal_twin_copies_the_float_weights(name, shortcut):
     torch.manual_seed(0)
     kw = {"shortcut": shortcut} if shortcut else {}
     f = build_model(name, 3, 10, (32, 32), (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), **kw)
-    t = BiRealInit().apply(f, BiRealInitParams(estimator="reste"))
+    t = BiRealInit().prepare(f, BiRealInitParams(estimator="reste"))
     assert t.arch == ("bireal_resnet20" if name == "resnet20" else "bireal_resnet18")
     assert torch.equal(t.stem.weight, f.conv1.weight) and torch.equal(t.fc.weight, f.fc.weight)
     assert torch.equal(t.normalize.std, f.normalize.std)
@@ -173,4 +175,4 @@ def test_bireal_twin_copies_the_float_weights(name, shortcut):
     assert {q.estimator for q in t.modules() if isinstance(q, SignActivation)} == {"reste"}
     assert t(torch.rand(2, 3, 32, 32)).shape == (2, 10)
     with pytest.raises(ValueError, match="CIFAR ResNet"):
-        BiRealInit().apply(_small_cnn(), BiRealInitParams())
+        BiRealInit().prepare(_small_cnn(), BiRealInitParams())

@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from sturdynet.core.method import CompressContext
+from sturdynet.core.method import TrainingContext
+from sturdynet.train.context import training_context
 from sturdynet.data.base import DataParams, make_bundle
 from sturdynet.models.common import build_model
 from sturdynet.quant.binary.ra_bnn import GumbelSigmoidGate, RABNNGrow, RABNNParams, RAGrowthPenalty, channel_map, copy_channels
 from sturdynet.train.config import TrainConfig
-from sturdynet.train.loop import fit
 
 
 def test_gate_hard_forward_straight_through_backward():
@@ -81,7 +81,7 @@ def _data():
 
 def _ctx(data):
     cfg = TrainConfig(epochs=1, batch_size=32, lr=0.05, eval_every=0)
-    return CompressContext(data=data, train=cfg, seed=0, fit=lambda m, c, **kw: fit(m, data, c, seed=0, **kw))
+    return training_context(data, cfg, seed=0)
 
 
 @pytest.mark.parametrize("init_logit,l1,expected", [(4.0, 0.0, (8, 16, 32)), (-4.0, 1.0, (4, 8, 16))])
@@ -151,7 +151,8 @@ def test_fixed_widths_build_exactly_those_widths():
     """``widths`` wider and narrower than the base: the asked widths, base weights in the first channels."""
     torch.manual_seed(0)
     base = build_model("bireal_resnet20", 1, 4, (8, 8), width=2)
-    ctx = CompressContext(train=TrainConfig(epochs=1), seed=0, fit=lambda m, c, **kw: [])
+    ctx = TrainingContext(data=None, train=TrainConfig(epochs=1), seed=0, fit=lambda m, c, **kw: [],
+                          finetune_config=lambda *a: None)
     grown = RABNNGrow().apply(base, RABNNParams(widths=(3, 5, 7), retrain_epochs=0), ctx)
     assert grown.widths == (3, 5, 7)  # base (2, 4, 8)
     torch.testing.assert_close(grown.stem.weight[:2], base.stem.weight)

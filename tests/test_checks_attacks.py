@@ -101,12 +101,12 @@ def test_robust_cascade_and_independent(trained_cnn, digits):
 
 
 def test_robust_uses_ste_only_on_models_with_estimators(trained_cnn, digits):
-    from sturdynet.core.method import CompressContext, run_steps
+    from sturdynet.core.method import MethodContext, run_steps
     from sturdynet.core.params import component
     from sturdynet.core.registry import METHODS
 
     step = component(METHODS, {"method": "quant.uniform", "bits": 8}, "variant", key="method")
-    q = run_steps(trained_cnn, [step], CompressContext(data=digits, seed=0))
+    q = run_steps(trained_cnn, [step], MethodContext(data=digits, seed=0))
     m = run("robust", q, digits, eps=0.1)
     assert list(m["per_attack"]) == ["apgd-ce:true", "apgd-t:true", "apgd-ce:ste", "apgd-t:ste", "square"]
     # int8 weights only: inputs flow through float activations, so true gradients are not zero

@@ -6,7 +6,9 @@ import copy
 import pytest
 import torch
 
-from sturdynet.core.method import CompressContext, run_steps
+from sturdynet.core.method import run_steps
+from sturdynet.train import TrainConfig
+from sturdynet.train.context import training_context
 from sturdynet.core.params import Component, component
 from sturdynet.export import export_model, load_packed, read_packed
 from sturdynet.export.bits import packed_nbytes
@@ -28,7 +30,7 @@ def base(digits):
 
 def _variant(base, digits, raw):
     steps = [component(METHODS, s, f"steps[{i}]", key="method") for i, s in enumerate(raw)]
-    model = run_steps(copy.deepcopy(base), steps, CompressContext(data=digits, seed=0)).eval()
+    model = run_steps(copy.deepcopy(base), steps, training_context(digits, TrainConfig(epochs=1), seed=0)).eval()
     return model, arch_of(MODEL, digits, steps)
 
 
@@ -151,7 +153,7 @@ def test_cli_export(tmp_path, base, digits, capsys):
 
 def _grown_variant(digits, extra):
     """A bireal_resnet20 (width 2) grown by RA-BNN on digits (1 growth epoch, gates open), then ``extra``."""
-    from sturdynet.train import TrainConfig, fit
+    from sturdynet.train import TrainConfig
 
     spec = component(MODELS, {"name": "bireal_resnet20", "width": 2}, "model")
     raw = [{"method": "ra_bnn.grow", "grow_epochs": 1, "retrain_epochs": 0, "init_logit": 4.0, "l1": 0.0}] + extra
@@ -159,7 +161,7 @@ def _grown_variant(digits, extra):
     torch.manual_seed(0)
     base = model_for_data(spec, digits)
     cfg = TrainConfig(epochs=1, batch_size=128, lr=0.05, eval_every=0)
-    ctx = CompressContext(data=digits, train=cfg, seed=0, fit=lambda m, c, **kw: fit(m, digits, c, seed=0, **kw))
+    ctx = training_context(digits, cfg, seed=0)
     model = run_steps(base, steps, ctx).eval()
     assert model.widths == (4, 8, 16) != base.widths  # grown: every candidate channel kept
     return model, arch_of(spec, digits, steps)

@@ -84,18 +84,18 @@ def test_binary_model_attack(digits, trained_cnn):
 
     if "binarize" not in METHODS:
         pytest.skip("binarize method not available")
-    b = METHODS.get("binarize")().apply(trained_cnn, from_dict(METHODS.params("binarize"), {}), None)
+    b = METHODS.get("binarize")().prepare(trained_cnn, from_dict(METHODS.params("binarize"), {}))
     res = BitFlipAttack(k_top=10, max_flips=3).run(b, digits.val.x[:64], digits.test.take(100), 10)
     assert res.flips >= 1 and res.curve[1]["loss"] > res.curve[0]["loss"]
 
 
 def test_ternary_model_attack_crushes_accuracy(digits, trained_cnn):
     """BFA on the 2-bit TTQ codes alone (float first/last layers not attackable)."""
-    from sturdynet.core.method import CompressContext
+    from sturdynet.core.method import MethodContext
     from sturdynet.core.registry import METHODS
 
     params = from_dict(METHODS.params("quant.ternary"), {})
-    t = METHODS.get("quant.ternary")().apply(trained_cnn, params, CompressContext(data=digits, seed=0)).eval()
+    t = METHODS.get("quant.ternary")().apply(trained_cnn, params, MethodContext(data=digits, seed=0)).eval()
     held = digits.test.take(200)
     atk = BitFlipAttack(k_top=10, max_flips=8, view=ViewParams(float_layers="skip"), target_accuracy=0.0)
     res = atk.run(t, digits.val.x[:128], held, digits.num_classes)
@@ -141,8 +141,7 @@ def test_widening_keeps_a_stuck_search_going(digits, trained_cnn):
 
     if "binarize" not in METHODS:
         pytest.skip("binarize method not available")
-    b = METHODS.get("binarize")().apply(trained_cnn, from_dict(METHODS.params("binarize"), {"activations": False}),
-                                        None)
+    b = METHODS.get("binarize")().prepare(trained_cnn, from_dict(METHODS.params("binarize"), {"activations": False}))
     args = (b, digits.val.x[:64], digits.test.take(200), 10)
     view = ViewParams(float_layers="skip")
     fixed = BitFlipAttack(max_flips=20, view=view, widen=False).run(*args)

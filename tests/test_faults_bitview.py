@@ -191,12 +191,12 @@ def test_sample_positions_distinct_and_seeded():
     ("binarize", {}, ("binary", 1)),
 ])
 def test_deploy_reads_every_quantizer_exactly(digits, trained_cnn, name, params, kind):
-    from sturdynet.core.method import CompressContext
     from sturdynet.train import TrainConfig
+    from sturdynet.train.context import training_context
 
     if name not in METHODS:
         pytest.skip(f"{name} not available")
-    ctx = CompressContext(data=digits, train=TrainConfig(epochs=1), seed=0)
+    ctx = training_context(digits, TrainConfig(epochs=1), seed=0)
     q = METHODS.get(name)().apply(trained_cnn, from_dict(METHODS.params(name), params), ctx).eval()
     dep = deploy(q, ViewParams(float_layers="skip"))
     view = BitView(dep, "skip")
@@ -262,11 +262,11 @@ def test_ternary_scales_must_be_positive():
 
 
 def test_ternary_model_deploys_exactly_and_takes_random_flips(digits, trained_cnn):
-    from sturdynet.core.method import CompressContext
+    from sturdynet.core.method import MethodContext
     from sturdynet.faults import RandomFlips
 
     q = METHODS.get("quant.ternary")().apply(trained_cnn, from_dict(METHODS.params("quant.ternary"), {}),
-                                            CompressContext(data=digits, seed=0)).eval()
+                                            MethodContext(data=digits, seed=0)).eval()
     dep = deploy(q, ViewParams(float_layers="skip"))
     view = BitView(dep, "skip")
     assert view.sites and all((s.kind, s.bits) == ("ternary", 2) for s in view.sites)

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.core.method import CompressContext
+from sturdynet.core.method import MethodContext
+from sturdynet.train.context import training_context
 from sturdynet.core.params import Component, from_dict
 from sturdynet.faults import BitErrors
 from sturdynet.defenses.clipact import ClippedReLU
@@ -51,7 +52,7 @@ def test_auc_trapezoid():
 def test_clipact_helps_under_float32_faults(digits, trained_cnn):
     p = from_dict(METHODS.params("faults.clipact"),
                   {"rates": [1e-4, 3e-4], "trials": 2, "iterations": 2, "min_iterations": 1, "samples": 144})
-    ctx = CompressContext(data=digits, seed=0)
+    ctx = MethodContext(data=digits, seed=0)
     clipped = METHODS.get("faults.clipact")().apply(trained_cnn, p, ctx)
     log = ctx.log["clipact"]
     assert set(log["thresholds"]) == {n for n, m in clipped.named_modules() if isinstance(m, ClippedReLU)}
@@ -98,11 +99,10 @@ def test_clustering_callback_tightens_clusters(digits, trained_cnn):
 
 def test_clustering_method(digits, trained_cnn):
     p = from_dict(METHODS.params("faults.clustering"), {"epochs": 1, "strength": 0.5})
-    with pytest.raises(ValueError, match="ctx.fit"):
+    with pytest.raises(TypeError, match="faults.clustering trains the network: its ctx argument"):
         METHODS.get("faults.clustering")().apply(trained_cnn, p, None)
     train = TrainConfig(epochs=3, lr=0.05, batch_size=64)
-    ctx = CompressContext(data=digits, train=train, seed=0,
-                          fit=lambda m, cfg, **kw: fit(m, digits, cfg, seed=0, **kw))
+    ctx = training_context(digits, train, seed=0)
     before = [p_.clone() for p_ in trained_cnn.parameters()]
     out = METHODS.get("faults.clustering")().apply(trained_cnn, p, ctx)
     assert all(torch.equal(a, b) for a, b in zip(before, trained_cnn.parameters()))

@@ -55,7 +55,7 @@ def test_ber_binary_layers_one_bit_each(trained_cnn):
     if "binarize" not in meth:
         pytest.skip("binarize method not available")
     pcls = meth.params("binarize")
-    b = meth.get("binarize")().apply(trained_cnn, from_dict(pcls, {}), None)
+    b = meth.get("binarize")().prepare(trained_cnn, from_dict(pcls, {}))
     dep = deploy(b, ViewParams(float_layers="skip"))
     view = BitView(dep, "skip")
     assert view.sites and all(s.kind == "binary" and s.bits == 1 for s in view.sites)

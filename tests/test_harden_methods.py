@@ -5,17 +5,16 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.core.method import CompressContext
+from sturdynet.train.context import training_context
 from sturdynet.core.params import Component
 from sturdynet.defenses.distill import DefensiveDistillation, DistillParams, soft_cross_entropy
 from sturdynet.defenses.hydra import Hydra, HydraParams, ScoreMask, topk_mask
-from sturdynet.train import TrainConfig, evaluate_accuracy, fit
+from sturdynet.train import TrainConfig, evaluate_accuracy
 
 
 def ctx_for(digits, epochs=1):
     cfg = TrainConfig(epochs=epochs, batch_size=128, lr=0.05)
-    return CompressContext(data=digits, train=cfg, seed=0,
-                           fit=lambda m, c, **kw: fit(m, digits, c, seed=0, **kw))
+    return training_context(digits, cfg, seed=0)
 
 
 def test_score_init_is_the_papers_scaled_rule():
@@ -50,7 +49,7 @@ def test_hydra_exact_density_per_layer_and_weights_frozen(trained_cnn, digits, s
 
 
 def test_hydra_scores_learn_something(trained_cnn, digits):
-    no_train = Hydra().apply(trained_cnn, HydraParams(sparsity=0.9, score_epochs=0))
+    no_train = Hydra().apply(trained_cnn, HydraParams(sparsity=0.9, score_epochs=0), ctx_for(digits))
     trained = Hydra().apply(trained_cnn, HydraParams(sparsity=0.9, score_epochs=2), ctx_for(digits))
     diff = sum(int((a.weight_mask != b.weight_mask).sum()) for a, b in zip(no_train.modules(), trained.modules())
                if hasattr(a, "weight_mask"))

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.core.method import CompressContext
+from sturdynet.core.method import MethodContext, TrainingContext
+from sturdynet.train.context import training_context
 from sturdynet.core.params import ConfigError, component
 from sturdynet.data.base import DataBundle, Split
 from sturdynet.prune.lottery.colt import COLTParams, intersect, overlap_keep, partition_data
@@ -35,11 +36,9 @@ def _model(classes: int = 4) -> nn.Module:
                          nn.Linear(32, classes))
 
 
-def _ctx(epochs: int = 2, seed: int = 3) -> CompressContext:
+def _ctx(epochs: int = 2, seed: int = 3) -> TrainingContext:
     cfg = TrainConfig(epochs=epochs, batch_size=32, lr=0.05)
-    data = _data()
-    return CompressContext(data=data, train=cfg, seed=seed, device=torch.device("cpu"),
-                           fit=lambda m, c, **kw: fit(m, data, c, seed=seed, **kw))
+    return training_context(_data(), cfg, seed=seed, device=torch.device("cpu"))
 
 
 # ---- rewinding ---------------------------------------------------------------------------
@@ -82,7 +81,7 @@ def test_reinitialize_is_seeded_and_differs_from_trained():
     a, b, c = reinitialize(model, 5), reinitialize(model, 5), reinitialize(model, 6)
     assert torch.equal(a[1].weight, b[1].weight)
     assert not torch.equal(a[1].weight, c[1].weight)
-    ctx = CompressContext(seed=5)
+    ctx = MethodContext(seed=5)
     assert torch.equal(initial_state(model, ctx)["1.weight"], a[1].weight)
     ctx.init_state = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}  # runner-provided
     assert torch.all(initial_state(model, ctx)["1.weight"] == 0)
@@ -159,7 +158,7 @@ def test_imp_is_deterministic():
 
 
 def test_imp_needs_context():
-    with pytest.raises(ValueError, match="needs a compression context"):
+    with pytest.raises(TypeError, match="prune.imp trains the network: its ctx argument must be a TrainingContext"):
         METHODS.get("prune.imp")().apply(_model(), IMPParams(rate=0.5), None)
 
 

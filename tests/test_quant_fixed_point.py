@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.core.method import CompressContext
+from sturdynet.core.method import MethodContext
 from sturdynet.core.params import from_dict
 from sturdynet.data.base import Split
 from sturdynet.quant import QuantBatchNorm2d, QuantConv2d
@@ -81,7 +81,7 @@ def test_method_bn_and_residual_outputs_are_fixed_point():
     torch.manual_seed(0)
     model = _net()
     x = torch.rand(16, 1, 6, 6)
-    ctx = CompressContext(data=SimpleNamespace(train=Split(x, torch.zeros(16, dtype=torch.long))))
+    ctx = MethodContext(data=SimpleNamespace(train=Split(x, torch.zeros(16, dtype=torch.long))))
     params = from_dict(FixedPointParams, {"bits": 6, "act_bits": 8, "bn": True, "residual": True})
     q = FixedPointQuant().apply(model, params, ctx).eval()
     assert isinstance(q[3].conv, QuantConv2d) and isinstance(q[3].bn, QuantBatchNorm2d)

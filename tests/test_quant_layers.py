@@ -83,7 +83,7 @@ def test_converted_layer_shares_parameters_and_masks():
 ])
 def test_checkpoint_round_trip_rebuilds_structure(tmp_path, digits, raw):
     """prepare() rebuilds every quantizer (and hook), so a saved variant reloads exactly."""
-    from sturdynet.core.method import CompressContext, run_steps
+    from sturdynet.core.method import MethodContext, run_steps
     from sturdynet.core.params import Component, component
     from sturdynet.models import model_for_data
     from sturdynet.models.resnet20 import ResNet20Params
@@ -95,7 +95,7 @@ def test_checkpoint_round_trip_rebuilds_structure(tmp_path, digits, raw):
     torch.manual_seed(0)
     base = model_for_data(spec, digits)
     steps = [component(METHODS, raw, "s", key="method")]
-    model = run_steps(base, steps, CompressContext(data=digits)).eval()
+    model = run_steps(base, steps, MethodContext(data=digits)).eval()
     save_checkpoint(tmp_path / "v.pt", model, arch_of(spec, digits, steps))
     loaded, _ = load_checkpoint(tmp_path / "v.pt")
     x = digits.test.x[:16]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.core.method import CompressContext
+from sturdynet.core.method import MethodContext
 from sturdynet.core.params import from_dict
 from sturdynet.data.base import Split
 from sturdynet.quant.ternary import TernaryParams, TernaryQuant, TTQQuantizer
@@ -66,7 +66,7 @@ def test_method_normalizes_initializes_and_recalibrates_bn():
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
                           nn.Flatten(), nn.Linear(8 * 2 * 2, 3))
     x = torch.rand(16, 1, 6, 6)
-    ctx = CompressContext(data=SimpleNamespace(train=Split(x, torch.zeros(16, dtype=torch.long))))
+    ctx = MethodContext(data=SimpleNamespace(train=Split(x, torch.zeros(16, dtype=torch.long))))
     q = TernaryQuant().apply(model, from_dict(TernaryParams, {}), ctx)
     layer = q[1]
     assert float(layer.weight.abs().max()) == pytest.approx(1.0)

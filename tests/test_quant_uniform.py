@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.core.method import CompressContext
+from sturdynet.core.method import MethodContext
 from sturdynet.core.params import ConfigError, from_dict
 from sturdynet.data.base import Split
 from sturdynet.quant import QuantConv2d, QuantLinear
@@ -94,7 +94,7 @@ class TwoPath(nn.Module):
 
 def _ctx(n=32):
     g = torch.Generator().manual_seed(0)
-    return CompressContext(data=SimpleNamespace(train=Split(torch.rand(n, 1, 6, 6, generator=g),
+    return MethodContext(data=SimpleNamespace(train=Split(torch.rand(n, 1, 6, 6, generator=g),
                                                             torch.zeros(n, dtype=torch.long))))
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from sturdynet.core.method import CompressContext
+from sturdynet.core.method import TrainingContext
+from sturdynet.train.context import training_context
 from sturdynet.core.params import ConfigError, component
 from sturdynet.data.base import DataBundle, Split
 from sturdynet.core.masks import attach_mask, get_masks, iter_masks, mask_sparsity
@@ -207,11 +208,9 @@ def test_agent_corrects_gradient_by_formula():
 
 
 # ---- methods and registry ----------------------------------------------------------------
-def _ctx(epochs: int = 2) -> CompressContext:
-    data = _data()
+def _ctx(epochs: int = 2) -> TrainingContext:
     cfg = TrainConfig(epochs=epochs, batch_size=32, lr=0.05)
-    return CompressContext(data=data, train=cfg, seed=4, device=torch.device("cpu"),
-                           fit=lambda m, c, **kw: fit(m, data, c, seed=4, **kw))
+    return training_context(_data(), cfg, seed=4, device=torch.device("cpu"))
 
 
 def _dense() -> nn.Module:

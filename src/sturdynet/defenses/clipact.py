@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..core.method import CompressContext, CompressionMethod
+from ..core.method import MethodContext, CompressionMethod
 from ..core.params import rng
 from ..data.base import Split, batches
 from ..core.registry import METHODS
@@ -132,9 +132,10 @@ class ClipAct(CompressionMethod):
         replace_relus(model)
         return model
 
-    def apply(self, model: nn.Module, params: ClipActParams, ctx: Optional[CompressContext] = None) -> nn.Module:
+    def apply(self, model: nn.Module, params: ClipActParams, ctx: Optional[MethodContext] = None) -> nn.Module:
         if ctx is None or ctx.data is None:
-            raise ValueError("faults.clipact needs data (ctx.data) to profile activations and search thresholds")
+            raise ValueError("faults.clipact needs data to profile activations and search thresholds: "
+                             "pass ctx=MethodContext(data=...)")
         if params.float_layers not in ("int", "float32", "float16", "skip"):
             raise ValueError(f"float_layers must be int, float32, float16 or skip, got {params.float_layers!r}")
         if not params.rates or any(not 0 < r <= 1 for r in params.rates):

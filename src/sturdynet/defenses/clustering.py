@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..core.method import CompressContext, CompressionMethod
+from ..core.method import TrainingContext, TrainingMethod, require_training
 from ..core.params import Component, rng
 from ..core.registry import CALLBACKS, METHODS
 from ..core.callbacks import Callback, TrainState
@@ -94,7 +94,7 @@ class ClusteringMethodParams:
 
 
 @METHODS.register("faults.clustering", params=ClusteringMethodParams)
-class Clustering(CompressionMethod):
+class Clustering(TrainingMethod):
     """Fine-tune with the piece-wise clustering penalty (the run's training settings at a
     tenth of the learning rate unless ``lr`` is given); quantize afterwards
     (e.g. ``steps: [{method: faults.clustering}, {method: quant.uniform, bits: 8}]``)."""
@@ -103,9 +103,8 @@ class Clustering(CompressionMethod):
         return copy.deepcopy(model)
 
     def apply(self, model: nn.Module, params: ClusteringMethodParams,
-              ctx: Optional[CompressContext] = None) -> nn.Module:
-        if ctx is None or ctx.fit is None or ctx.train is None:
-            raise ValueError("faults.clustering fine-tunes the model: it needs ctx.fit and ctx.train")
+              ctx: TrainingContext) -> nn.Module:
+        require_training(ctx, "faults.clustering")
         model = self.prepare(model, params)
         cfg = ctx.train
         cb = Component("piecewise_clustering", ClusteringParams(params.strength))

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core.method import CompressContext, CompressionMethod
+from ..core.method import TrainingContext, TrainingMethod, require_training
 from ..core.params import rng
 from ..core.registry import METHODS
 from ..core.callbacks import Callback, TrainState
@@ -84,15 +84,14 @@ class DistillParams:
 
 
 @METHODS.register("distill", params=DistillParams)
-class DefensiveDistillation(CompressionMethod):
+class DefensiveDistillation(TrainingMethod):
     """Teacher at temperature T, then a fresh student on its soft labels (see module doc)."""
 
     def prepare(self, model: nn.Module, params: DistillParams) -> nn.Module:
         return copy.deepcopy(model)
 
-    def apply(self, model: nn.Module, params: DistillParams, ctx: Optional[CompressContext] = None) -> nn.Module:
-        if ctx is None or ctx.fit is None or ctx.train is None:
-            raise ValueError("distill trains a teacher and a student: it needs the run's data and trainer")
+    def apply(self, model: nn.Module, params: DistillParams, ctx: TrainingContext) -> nn.Module:
+        require_training(ctx, "distill")
         lr = params.lr if params.lr is not None else ctx.train.lr
         base_cfg = dataclasses.replace(ctx.train, adversarial=None, callbacks=(), lr=lr)
         teacher = copy.deepcopy(model)

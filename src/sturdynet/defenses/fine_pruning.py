@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..core.method import CompressContext, CompressionMethod
+from ..core.method import TrainingContext, TrainingMethod, require_training
 from ..core.tensors import predict
 from ..core.params import rng
 from ..data.base import DataBundle, Split
@@ -38,7 +38,7 @@ from ..prune.channel_groups import ChannelGroup, out_channels
 from ..core.masks import get_masks
 from ..prune.structured import compact, mask_channels, prunable_groups, resize_to_state_dict
 from ..core.registry import METHODS
-from ..train.loop import evaluate_accuracy, fit
+from ..train.loop import evaluate_accuracy
 
 NAME = "prune.fine_pruning"
 
@@ -147,35 +147,28 @@ def prune_order(model: nn.Module, group: ChannelGroup, params: FinePruningParams
     return keep, report
 
 
-def _clean_split(ctx: Optional[CompressContext], samples: Optional[int]) -> Split:
-    data = getattr(ctx, "data", None)
-    if data is None:
-        raise ValueError(f"{NAME} needs clean data: run it from a recipe (it uses the validation split)")
+def _clean_split(ctx: TrainingContext, samples: Optional[int]) -> Split:
+    data = ctx.data
     if not len(data.val):
         raise ValueError(f"{NAME} needs a clean validation split; set data.val_fraction > 0")
     return data.val.take(samples)
 
 
-def _finetune(model: nn.Module, params: FinePruningParams, ctx: CompressContext, clean: Split) -> list:
-    from ..train.config import finetune_config
-
-    if ctx.train is None:
-        raise ValueError(f"{NAME} with epochs > 0 needs a training context (run it from a recipe)")
-    cfg = finetune_config(ctx.train, params.epochs, {"lr": params.lr} if params.lr else None, NAME)
+def _finetune(model: nn.Module, params: FinePruningParams, ctx: TrainingContext, clean: Split) -> list:
+    cfg = ctx.finetune(params.epochs, {"lr": params.lr} if params.lr else None, NAME)
     if params.finetune_on == "train":
-        if ctx.fit is None:
-            raise ValueError(f"{NAME} with finetune_on: train needs the run's trainer (run it from a recipe)")
         return ctx.fit(model, cfg)
     empty = Split(clean.x[:0], clean.y[:0])
     data: DataBundle = dataclasses.replace(ctx.data, train=clean, val=empty)
-    return fit(model, data, cfg, seed=ctx.seed, device=ctx.device)
+    return ctx.fit(model, cfg, data=data, seed=ctx.seed)
 
 
 @METHODS.register(NAME, params=FinePruningParams)
-class FinePruning(CompressionMethod):
+class FinePruning(TrainingMethod):
     """Prune the last conv layer's dormant channels on clean data, then fine-tune (arXiv 1805.12185)."""
 
-    def apply(self, model: nn.Module, params: FinePruningParams, ctx: Optional[CompressContext] = None) -> nn.Module:
+    def apply(self, model: nn.Module, params: FinePruningParams, ctx: TrainingContext) -> nn.Module:
+        require_training(ctx, NAME)
         clean = _clean_split(ctx, params.samples)
         masked = copy.deepcopy(model)
         group = pick_group(masked, params.layer)

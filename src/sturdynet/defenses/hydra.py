@@ -17,13 +17,13 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..core.method import CompressContext, CompressionMethod
+from ..core.method import TrainingContext, TrainingMethod, require_training
 from ..core.params import Component, rng
 from ..prune.base import select_layers
 from ..core.masks import attach_mask
@@ -75,7 +75,7 @@ class HydraParams:
 
 
 @METHODS.register("prune.hydra", params=HydraParams)
-class Hydra(CompressionMethod):
+class Hydra(TrainingMethod):
     """Learn per-layer top-k masks under the robust loss with frozen weights."""
 
     def _layers(self, model: nn.Module, params: HydraParams) -> List[Tuple[str, nn.Module]]:
@@ -87,7 +87,7 @@ class Hydra(CompressionMethod):
             attach_mask(m, "weight", torch.ones_like(m.weight, dtype=torch.bool))
         return model
 
-    def learn_scores(self, model: nn.Module, params: HydraParams, ctx: Optional[CompressContext]) -> List[Tensor]:
+    def learn_scores(self, model: nn.Module, params: HydraParams, ctx: TrainingContext) -> List[Tensor]:
         """Attach score parametrizations, train the scores, return the final masks."""
         layers = self._layers(model, params)
         density = 1.0 - params.sparsity
@@ -98,8 +98,6 @@ class Hydra(CompressionMethod):
             parametrize.register_parametrization(m, "weight", ScoreMask(m.weight, density))
         try:
             if params.score_epochs > 0:
-                if ctx is None or ctx.fit is None or ctx.train is None:
-                    raise ValueError("prune.hydra trains importance scores: it needs the run's data and trainer")
                 adv = params.adversarial if params.adversarial is not None else ctx.train.adversarial
                 cfg = dataclasses.replace(ctx.train, epochs=params.score_epochs, lr=params.score_lr,
                                           adversarial=adv, callbacks=(), warmup_epochs=0.0)
@@ -114,7 +112,8 @@ class Hydra(CompressionMethod):
                 p.requires_grad_(req)
         return masks
 
-    def apply(self, model: nn.Module, params: HydraParams, ctx: Optional[CompressContext] = None) -> nn.Module:
+    def apply(self, model: nn.Module, params: HydraParams, ctx: TrainingContext) -> nn.Module:
+        require_training(ctx, "prune.hydra")
         model = copy.deepcopy(model)
         masks = self.learn_scores(model, params, ctx)
         for (_, m), keep in zip(self._layers(model, params), masks):

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from torch import nn
 
-from ..core.method import CompressionMethod
+from ..core.method import TrainingContext, TrainingMethod, require_training
 from ..core.params import Component
 from ..prune.lottery.imp import IMPParams, IterativeMagnitudePruning
 from ..core.registry import ADVERSARIAL, METHODS
@@ -38,7 +38,7 @@ class RobustTicketParams(IMPParams):
 
 
 @METHODS.register("prune.robust_ticket", params=RobustTicketParams)
-class RobustTicket(CompressionMethod):
+class RobustTicket(TrainingMethod):
     """IMP under the adversarial loss (see the module docstring)."""
 
     def _imp_params(self, params: RobustTicketParams) -> IMPParams:
@@ -48,9 +48,8 @@ class RobustTicket(CompressionMethod):
     def prepare(self, model: nn.Module, params: RobustTicketParams) -> nn.Module:
         return IterativeMagnitudePruning().prepare(model, self._imp_params(params))
 
-    def apply(self, model: nn.Module, params: RobustTicketParams, ctx: Any = None) -> nn.Module:
-        if ctx is None or getattr(ctx, "train", None) is None:
-            raise ValueError("prune.robust_ticket trains the network: it needs the run's data and trainer")
+    def apply(self, model: nn.Module, params: RobustTicketParams, ctx: TrainingContext) -> nn.Module:
+        require_training(ctx, "prune.robust_ticket")
         adv = params.adversarial or ctx.train.adversarial or _default_adversarial()
         robust_ctx = dataclasses.replace(ctx, train=dataclasses.replace(ctx.train, adversarial=adv))
         out = IterativeMagnitudePruning().apply(model, self._imp_params(params), robust_ctx)

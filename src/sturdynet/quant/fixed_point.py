@@ -36,7 +36,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor, nn
 
-from ..core.method import CompressContext, CompressionMethod
+from ..core.method import MethodContext, CompressionMethod
 from ..core.params import rng
 from .quant_bn import QuantBatchNorm2d, quant_bn_copy
 from .layers import QuantConv2d, QuantLinear, converted_copy
@@ -173,7 +173,7 @@ class FixedPointQuant(CompressionMethod):
                 blk.register_forward_hook(_quantize_output)
         return model
 
-    def apply(self, model: nn.Module, params: FixedPointParams, ctx: Optional[CompressContext] = None) -> nn.Module:
+    def apply(self, model: nn.Module, params: FixedPointParams, ctx: Optional[MethodContext] = None) -> nn.Module:
         model = self.prepare(model, params)
         layers = [m for m in model.modules() if isinstance(m, (QuantConv2d, QuantLinear))]
         bns = [m for m in model.modules() if isinstance(m, QuantBatchNorm2d)]
@@ -188,8 +188,8 @@ class FixedPointQuant(CompressionMethod):
         if not needs_data:
             return model
         if ctx is None or ctx.data is None:
-            raise ValueError("quant.fixed_point with activations, bn or residual needs calibration data "
-                             "(run it from a recipe)")
+            raise ValueError("quant.fixed_point with activations, bn or residual needs calibration data: "
+                             "pass ctx=MethodContext(data=...)")
         x = calibration_batch(ctx.data, params.calib_samples, next(model.parameters()).device)
         # Calibrate in network order: inputs first (un-quantized pass), then outputs.
         if params.act_bits and layers:

@@ -38,7 +38,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..core.method import CompressContext, CompressionMethod
+from ..core.method import MethodContext, CompressionMethod
 from ..core.params import rng
 from .layers import converted_copy
 from ..core.registry import METHODS
@@ -135,7 +135,7 @@ class TernaryQuant(CompressionMethod):
         return converted_copy(model, lambda layer: TTQQuantizer(params.threshold),
                               quantize_first=params.quantize_first, quantize_last=params.quantize_last)
 
-    def apply(self, model: nn.Module, params: TernaryParams, ctx: Optional[CompressContext] = None) -> nn.Module:
+    def apply(self, model: nn.Module, params: TernaryParams, ctx: Optional[MethodContext] = None) -> nn.Module:
         model = self.prepare(model, params)
         zeros, total = 0, 0
         for m in model.modules():

@@ -23,7 +23,7 @@ from typing import Literal, Optional
 import torch
 from torch import nn
 
-from ..core.method import CompressContext, CompressionMethod
+from ..core.method import MethodContext, CompressionMethod
 from ..core.params import rng
 from .layers import QuantConv2d, QuantLinear, converted_copy
 from ..core.registry import METHODS
@@ -84,9 +84,9 @@ class UniformQuant(CompressionMethod):
         return converted_copy(model, make_w, make_a if params.act_bits is not None else None,
                               quantize_first=params.quantize_first, quantize_last=params.quantize_last)
 
-    def apply(self, model: nn.Module, params: UniformParams, ctx: Optional[CompressContext] = None) -> nn.Module:
+    def apply(self, model: nn.Module, params: UniformParams, ctx: Optional[MethodContext] = None) -> nn.Module:
         if params.act_bits is not None and (ctx is None or ctx.data is None):
-            raise ValueError("quant.uniform with act_bits needs calibration data (run it from a recipe)")
+            raise ValueError("quant.uniform with act_bits needs calibration data: pass ctx=MethodContext(data=...)")
         model = self.prepare(model, params)
         layers = quant_layers(model)
         for m in layers:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..core import progress as progress_scope
-from ..core.method import CompressContext, run_steps
+from ..core.method import run_steps
 from ..core.params import to_dict
 from ..data import load_data
 from ..checks.base import CheckContext
@@ -31,6 +31,7 @@ from ..core.storage import compression_facts
 from ..models.arch import arch_of
 from ..models.spec import normalization_warning
 from .checkpoint import load_checkpoint, save_checkpoint
+from ..train.context import training_context
 from ..train.loop import fit
 from .store import ResultsStore, encode_bits, git_commit, machine, stable_hash, versions
 
@@ -133,10 +134,8 @@ class Runner:
     def _build(self, spec: VariantSpec, rec: Dict[str, Any]) -> nn.Module:
         seed = variant_seed(self.recipe.seed, spec.name)
         rec["seconds"] = {"compress": 0.0}
-        ctx = CompressContext(data=self.data, train=self.recipe.train, seed=seed, device=self.device,
-                              init_state=self.init_state,
-                              fit=lambda m, cfg, **kw: fit(m, self.data, cfg, seed=seed, progress=self.progress,
-                                                           device=self.device, **kw))
+        ctx = training_context(self.data, self.recipe.train, seed=seed, device=self.device,
+                               init_state=self.init_state, progress=self.progress)
         t0 = time.perf_counter()
         if not spec.steps and spec.finetune is None:
             return self.base

@@ -29,18 +29,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, List, Literal, Optional, Sequence
+from typing import List, Literal, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ...core.method import CompressionMethod
+from ...core.method import TrainingContext, TrainingMethod, require_training
 from ...core.params import rng
 from ...data.base import DataBundle, Split, stratified_indices
 from ...core.registry import METHODS
 from ..base import attach_ones, select_layers
 from ...core.masks import remove_masks
-from .common import initial_state, magnitude_masks, masked_scores, require_context, rewind, set_masks, train
+from .common import initial_state, magnitude_masks, masked_scores, rewind, set_masks, train
 
 
 @dataclass(frozen=True)
@@ -133,12 +133,12 @@ def _sparsity(masks: Sequence[Tensor]) -> float:
 
 
 @METHODS.register("prune.colt", params=COLTParams)
-class CyclicOverlappingLotteryTicket(CompressionMethod):
+class CyclicOverlappingLotteryTicket(TrainingMethod):
     """COLT (arXiv 2212.12770); see the module docstring. ``ctx.log["colt"]`` gets the
     sparsity after every cycle and the partitions' validation accuracies."""
 
-    def apply(self, model: nn.Module, params: COLTParams, ctx: Any = None) -> nn.Module:
-        require_context(ctx, "prune.colt")
+    def apply(self, model: nn.Module, params: COLTParams, ctx: TrainingContext) -> nn.Module:
+        require_training(ctx, "prune.colt")
         epochs = params.epochs or ctx.train.epochs
         final_epochs = epochs if params.final_epochs is None else params.final_epochs
         parts = partition_data(ctx.data, params.partitions, params.split, ctx.seed)

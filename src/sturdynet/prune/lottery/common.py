@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ...core.callbacks import Callback, TrainState
+from ...core.method import TrainingContext
 from ..base import current_mask, global_keep, kth_smallest
 from ...core.masks import SUFFIX, attach_mask
 
@@ -104,27 +105,18 @@ class RewindRecorder(Callback):
             self.state = weights_state(state.model)
 
 
-def train(model: nn.Module, ctx: Any, epochs: int, seed: int, callbacks: Sequence[Callback] = (),
+def train(model: nn.Module, ctx: TrainingContext, epochs: int, seed: int, callbacks: Sequence[Callback] = (),
           data: Any = None) -> List[dict]:
-    """Train ``model`` in place with the run's training config for ``epochs`` epochs.
+    """Train ``model`` in place with the run's training config for ``epochs`` epochs
+    through ``ctx.fit``.
 
-    ``data`` replaces ``ctx.data`` (COLT trains on partitions). Uses ``ctx.fit`` when the
-    data is the run's own, else the training loop directly with the run's device.
+    ``data`` replaces ``ctx.data`` (COLT trains on partitions) and is trained with
+    ``seed``; on the run's own data ``ctx.fit`` uses the context's seed.
     """
-    from ...train.loop import fit
-
     cfg = dataclasses.replace(ctx.train, epochs=int(epochs))
-    if data is None and ctx.fit is not None:
+    if data is None:
         return ctx.fit(model, cfg, callbacks=list(callbacks))
-    return fit(model, data if data is not None else ctx.data, cfg, seed=seed, callbacks=list(callbacks),
-               device=ctx.device)
-
-
-def require_context(ctx: Any, name: str) -> None:
-    """Raise a ValueError unless ``ctx`` carries the data and training settings."""
-    if ctx is None or getattr(ctx, "data", None) is None or getattr(ctx, "train", None) is None:
-        raise ValueError(f"{name} trains the network: it needs a compression context with data and a "
-                         "training config (run it from a recipe, or pass CompressContext(data=..., train=...))")
+    return ctx.fit(model, cfg, callbacks=list(callbacks), data=data, seed=seed)
 
 
 def masked_scores(layers: Sequence[Tuple[str, nn.Module]]) -> List[Tensor]:

@@ -30,11 +30,11 @@ from typing import Any, Literal, Optional
 
 from torch import nn
 
-from ...core.method import CompressionMethod
+from ...core.method import TrainingContext, TrainingMethod, require_training
 from ...core.params import ConfigError, rng
 from ...core.registry import METHODS
 from ..base import attach_ones, select_layers
-from .common import RewindRecorder, initial_state, magnitude_masks, require_context, rewind, round_sparsity, set_masks, train
+from .common import RewindRecorder, initial_state, magnitude_masks, rewind, round_sparsity, set_masks, train
 from .early_bird import EarlyBird
 
 
@@ -71,15 +71,15 @@ class IMPParams:
 
 
 @METHODS.register("prune.imp", params=IMPParams)
-class IterativeMagnitudePruning(CompressionMethod):
+class IterativeMagnitudePruning(TrainingMethod):
     """Lottery-ticket IMP with rewinding (arXiv 1803.03635, 1912.05671); see the module doc.
 
     ``ctx.log`` receives per-round sparsity, validation accuracy and the steps at which
     the dense run stopped (early bird) and the weights were recorded.
     """
 
-    def apply(self, model: nn.Module, params: IMPParams, ctx: Any = None) -> nn.Module:
-        require_context(ctx, "prune.imp")
+    def apply(self, model: nn.Module, params: IMPParams, ctx: TrainingContext) -> nn.Module:
+        require_training(ctx, "prune.imp")
         epochs = params.epochs or ctx.train.epochs
         if epochs < 1:
             raise ValueError("prune.imp needs at least one training epoch per round")

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ...core.callbacks import Callback, TrainState
+from ...core.method import require_training
 from ..base import kth_smallest, select_layers
 from ..erk import counts_from_densities, layer_densities
 from ...core.masks import attach_mask, iter_masks
@@ -182,10 +183,10 @@ def train_sparse_from_scratch(method_name: str, model: nn.Module, params: Any, c
                               callbacks: Sequence[Callback]) -> nn.Module:
     """Shared body of ``prune.set`` / ``prune.rigl``: initial weights (``from_scratch``),
     a random ERK/uniform mask at ``params.sparsity``, then training with ``callbacks``."""
-    from ..lottery.common import initial_state, require_context, rewind, set_masks, train
+    from ..lottery.common import initial_state, rewind, set_masks, train
     from ...core.masks import remove_masks
 
-    require_context(ctx, method_name)
+    require_training(ctx, method_name)
     net = copy.deepcopy(model)
     remove_masks(net)
     if params.from_scratch:

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 from torch import Tensor, nn
 
-from ...core.method import CompressionMethod
+from ...core.method import TrainingContext, TrainingMethod
 from ...core.params import rng
 from ...core.registry import CALLBACKS, METHODS
 from ..base import attach_ones, select_layers
@@ -66,10 +66,10 @@ class RigLMethodParams(RigLParams):
 
 
 @METHODS.register("prune.rigl", params=RigLMethodParams)
-class RigLMethod(CompressionMethod):
+class RigLMethod(TrainingMethod):
     """Sparse training from scratch with RigL (optionally + AGENT); see the module doc."""
 
-    def apply(self, model: nn.Module, params: RigLMethodParams, ctx: Any = None) -> nn.Module:
+    def apply(self, model: nn.Module, params: RigLMethodParams, ctx: TrainingContext) -> nn.Module:
         cbs = [RigL(alpha=params.alpha, delta_t=params.delta_t, t_end=params.t_end, decay=params.decay)]
         if params.agent:
             cbs.append(AGENT(gamma=params.agent_gamma, tau=params.agent_tau, ema=params.agent_ema))

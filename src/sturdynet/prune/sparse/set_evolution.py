@@ -15,12 +15,12 @@ zero instead of a small random value, and evolution stops after ``t_end`` of tra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor, nn
 
-from ...core.method import CompressionMethod
+from ...core.method import TrainingContext, TrainingMethod
 from ...core.params import rng
 from ...core.registry import CALLBACKS, METHODS
 from ..base import attach_ones, select_layers
@@ -62,7 +62,7 @@ class SETMethodParams(SETParams):
 
 
 @METHODS.register("prune.set", params=SETMethodParams)
-class SETMethod(CompressionMethod):
+class SETMethod(TrainingMethod):
     """Sparse training from scratch with SET: a random ``distribution`` mask at
     ``sparsity``, then ``epochs`` epochs (the run's training config) with the SET callback.
 
@@ -70,7 +70,7 @@ class SETMethod(CompressionMethod):
     model's weights under the random mask.
     """
 
-    def apply(self, model: nn.Module, params: SETMethodParams, ctx: Any = None) -> nn.Module:
+    def apply(self, model: nn.Module, params: SETMethodParams, ctx: TrainingContext) -> nn.Module:
         cb = SET(zeta=params.zeta, interval=params.interval, t_end=params.t_end, decay=params.decay, seed=params.seed)
         return train_sparse_from_scratch("prune.set", model, params, ctx, [cb])
 

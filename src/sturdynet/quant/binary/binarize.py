@@ -25,7 +25,7 @@ from typing import Any, List, Optional
 
 from torch import nn
 
-from ...core.method import CompressContext, CompressionMethod
+from ...core.method import TrainingContext, TrainingMethod, require_training
 from ...core.params import rng
 from ..layers import convert
 from ...core.registry import METHODS
@@ -95,30 +95,26 @@ def binary_callbacks(estimator: str, weight_estimator: Optional[str], ovsw: bool
 
 
 @METHODS.register("binarize", params=BinarizeParams)
-class Binarize(CompressionMethod):
+class Binarize(TrainingMethod):
     """Binary weights (sign * per-channel alpha) and sign activations, optional QAT."""
 
     def prepare(self, model: nn.Module, params: BinarizeParams) -> nn.Module:
         return binarize_model(copy.deepcopy(model), params)
 
-    def apply(self, model: nn.Module, params: BinarizeParams, ctx: Optional[CompressContext] = None) -> nn.Module:
+    def apply(self, model: nn.Module, params: BinarizeParams, ctx: TrainingContext) -> nn.Module:
+        require_training(ctx, "binarize")
         model = self.prepare(model, params)
         log = {"binary_layers": len(binary_layers(model)), "estimator": params.estimator,
                "weight_estimator": params.weight_estimator or params.estimator}
         if params.epochs > 0:
             log["history"] = train_binary(model, params, ctx, "binarize")
-        if ctx is not None:
-            ctx.log["binarize"] = log
+        ctx.log["binarize"] = log
         return model
 
 
-def train_binary(model: nn.Module, params: Any, ctx: Optional[CompressContext], who: str) -> list:
+def train_binary(model: nn.Module, params: Any, ctx: TrainingContext, who: str) -> list:
     """QAT of a binary model for ``params.epochs`` through ``ctx.fit`` (lr/10 unless ``params.lr``)."""
-    if ctx is None or ctx.fit is None or ctx.train is None:
-        raise ValueError(f"{who} with epochs > 0 needs a training context (run it from a recipe)")
-    from ...train.config import finetune_config
-
     over = {"lr": params.lr} if params.lr is not None else None
-    cfg = finetune_config(ctx.train, params.epochs, over, who)
+    cfg = ctx.finetune(params.epochs, over, who)
     cbs = binary_callbacks(params.estimator, params.weight_estimator, params.ovsw, params.reste_o_end)
     return ctx.fit(model, cfg, callbacks=cbs)

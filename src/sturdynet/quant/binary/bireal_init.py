@@ -22,7 +22,7 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-from ...core.method import CompressContext, CompressionMethod
+from ...core.method import TrainingContext, TrainingMethod, require_training
 from ...core.params import rng
 from ...core.registry import METHODS, MODELS
 from .binarize import train_binary
@@ -104,18 +104,18 @@ def bireal_twin(model: nn.Module, estimator: str = "approx_sign", weight_estimat
 
 
 @METHODS.register("binarize.bireal", params=BiRealInitParams)
-class BiRealInit(CompressionMethod):
+class BiRealInit(TrainingMethod):
     """Float CIFAR ResNet -> Bi-Real binary twin initialized from its weights, optional QAT."""
 
     def prepare(self, model: nn.Module, params: BiRealInitParams) -> nn.Module:
         return bireal_twin(model, params.estimator, params.weight_estimator)
 
-    def apply(self, model: nn.Module, params: BiRealInitParams, ctx: Optional[CompressContext] = None) -> nn.Module:
+    def apply(self, model: nn.Module, params: BiRealInitParams, ctx: TrainingContext) -> nn.Module:
+        require_training(ctx, "binarize.bireal")
         twin = self.prepare(model, params)
         log = {"arch": twin.arch, "widths": list(twin.widths), "estimator": params.estimator,
                "weight_estimator": params.weight_estimator}
         if params.epochs > 0:
             log["history"] = train_binary(twin, params, ctx, "binarize.bireal")
-        if ctx is not None:
-            ctx.log["binarize.bireal"] = log
+        ctx.log["binarize.bireal"] = log
         return twin

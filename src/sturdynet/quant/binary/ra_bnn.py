@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...core.method import CompressContext, CompressionMethod
+from ...core.method import TrainingContext, TrainingMethod, require_training
 from ...core.params import rng
 from ...core.registry import CALLBACKS, METHODS
 from ...core.callbacks import Callback, TrainState
@@ -203,7 +203,7 @@ def _device(model: nn.Module) -> torch.device:
 
 
 @METHODS.register("ra_bnn.grow", params=RABNNParams)
-class RABNNGrow(CompressionMethod):
+class RABNNGrow(TrainingMethod):
     """RA-BNN Early-Growth: Gumbel-Sigmoid channel growth, then re-training of the grown BNN."""
 
     def prepare(self, model: nn.Module, params: RABNNParams) -> nn.Module:
@@ -222,7 +222,7 @@ class RABNNGrow(CompressionMethod):
                              f"tensors have widths {list(widths)}")
         return model.rebuild(widths).to(_device(model))
 
-    def grow(self, model: nn.Module, params: RABNNParams, ctx: CompressContext) -> Tuple[nn.Module, dict]:
+    def grow(self, model: nn.Module, params: RABNNParams, ctx: TrainingContext) -> Tuple[nn.Module, dict]:
         """Stage 1: train a widened, gated copy; returns (candidate without gates, log)."""
         base_w = tuple(model.widths)
         cand_w = tuple(max(w + 1, math.ceil(params.grow_factor * w)) for w in base_w)
@@ -240,17 +240,12 @@ class RABNNGrow(CompressionMethod):
         return cand, {"candidate_widths": list(cand_w), "kept": kept, "grow_history": hist}
 
     @staticmethod
-    def _config(ctx: CompressContext, epochs: int, lr: Optional[float]):
-        from ...train.config import finetune_config
+    def _config(ctx: TrainingContext, epochs: int, lr: Optional[float]):
+        return ctx.finetune(epochs, {"lr": lr if lr is not None else ctx.train.lr}, "ra_bnn")
 
-        return finetune_config(ctx.train, epochs, {"lr": lr if lr is not None else ctx.train.lr}, "ra_bnn")
-
-    def apply(self, model: nn.Module, params: RABNNParams, ctx: Optional[CompressContext] = None) -> nn.Module:
+    def apply(self, model: nn.Module, params: RABNNParams, ctx: TrainingContext) -> nn.Module:
+        require_training(ctx, "ra_bnn.grow")
         _check_growable(model)
-        if ctx is None or ctx.fit is None or ctx.train is None:
-            if params.widths is not None:
-                return self.prepare(model, params)
-            raise ValueError("ra_bnn.grow needs a training context (run it from a recipe)")
         model = copy.deepcopy(model)
         log: dict = {"base_widths": list(model.widths)}
         if params.widths is None:
