@@ -32,7 +32,9 @@ def _method(model: nn.Module, name: str, params: dict) -> nn.Module:
     from sturdynet.core.params import from_dict
     from sturdynet.core.registry import METHODS
 
-    return METHODS.get(name)().apply(model, from_dict(METHODS.params(name), params), None).eval()
+    method, p = METHODS.get(name)(), from_dict(METHODS.params(name), params)
+    # binarize trains (its apply needs a TrainingContext); with epochs 0 its structure is the model
+    return (method.prepare(model, p) if method.trains else method.apply(model, p, None)).eval()
 
 
 def cases():
