@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from sturdynet.core.method import CompressContext
+from sturdynet.train.context import training_context
 from sturdynet.core.params import Component, from_dict
 from sturdynet.core.storage import compression_facts
 from sturdynet.data import load_data
@@ -55,14 +55,14 @@ def run_seed(seed: int, data, args) -> dict:
     fit(base, data, cfg, seed=seed)
     out = {"seed": seed, "float": evaluate_accuracy(base, data.test)["accuracy"]}
     ft = TrainConfig(epochs=args.hs_epochs + args.epochs, lr=0.005, batch_size=64)
-    ctx = CompressContext(data=data, train=cfg, seed=seed, fit=lambda m, c, **kw: fit(m, data, c, seed=seed))
+    ctx = training_context(data, cfg, seed=seed)
     ttq = TernaryQuant().apply(copy.deepcopy(base), from_dict(TernaryParams, {}), ctx)
     d0 = ternary_cosine_distance(ttq)
     fit(ttq, data, ft, seed=seed)
     out["ttq"] = {"accuracy": evaluate_accuracy(ttq, data.test)["accuracy"], "cos_start": d0,
                   "cos_end": ternary_cosine_distance(ttq), "zeros": zero_fraction(ttq),
                   "size_bytes": compression_facts(ttq)["size_bytes"]}
-    ctx = CompressContext(data=data, train=cfg, seed=seed, fit=lambda m, c, **kw: fit(m, data, c, seed=seed))
+    ctx = training_context(data, cfg, seed=seed)
     hp = from_dict(HQParams, {"sparsity": args.sparsity, "reg": args.reg, "hs_epochs": args.hs_epochs})
     hq = HQQuant().apply(copy.deepcopy(base), hp, ctx)
     log = ctx.log["quant.hq"]

@@ -82,3 +82,16 @@ def test_declared_normalization_attacks_in_pixel_space(net, digits):
     a, b = check(wrapped, data, checks), check(built_in, data, checks)
     for c in ("pgd", "fgsm"):
         assert a[c]["accuracy"] == b[c]["accuracy"] and a[c]["per_sample"] == b[c]["per_sample"]
+
+
+def test_compress_with_a_method_that_trains(net, digits):
+    from sturdynet import compress
+
+    data = (digits.train.x[:256], digits.train.y[:256])
+    with pytest.raises(ValueError, match="prune.imp trains the network: pass train="):
+        compress(net, "prune.imp", rounds=1, rate=0.5)
+    log = {}
+    p = compress(net, "prune.imp", train=data, train_config={"epochs": 1, "batch_size": 64}, rounds=1, rate=0.5,
+                 log=log)
+    assert [r["sparsity"] for r in log["imp"]["rounds"]] == [0.0, 0.5]
+    assert p(digits.test.x[:4]).shape == (4, 10)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from sturdynet.core.callbacks import TrainState
-from sturdynet.core.method import CompressContext
+from sturdynet.train.context import training_context
 from sturdynet.core.params import ConfigError, from_dict
 from sturdynet.core.registry import CALLBACKS, METHODS
 from sturdynet.quant.hq import (HQParams, HQQuant, HypersphericalRegularizer, cosine_distance, keep_mask,
@@ -77,7 +77,7 @@ def test_registered_and_validated():
     assert "quant.hq" in METHODS.names() and "hq_regularizer" in CALLBACKS.names()
     with pytest.raises(ConfigError, match="sparsity"):
         from_dict(HQParams, {"sparsity": 1.0})
-    with pytest.raises(ValueError, match="ctx.fit"):
+    with pytest.raises(TypeError, match="quant.hq trains the network: its ctx argument"):
         HQQuant().apply(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3), nn.Linear(2, 2)),
                         from_dict(HQParams, {"hs_epochs": 1}), None)
 
@@ -91,7 +91,7 @@ def test_hq_beats_ttq_cosine_distance_at_equal_budget(digits, trained_cnn):
     ft = TrainConfig(epochs=2, lr=0.005, batch_size=64)
 
     def ctx():
-        return CompressContext(data=digits, train=cfg, seed=0, fit=lambda m, c, **kw: fit(m, digits, c, seed=0))
+        return training_context(digits, cfg, seed=0)
 
     ttq = TernaryQuant().apply(copy.deepcopy(base), from_dict(TernaryParams, {}), ctx())
     fit(ttq, digits, ft, seed=0)

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .core.method import CompressContext, run_steps
+from .core.method import MethodContext, run_steps
 from .core.params import Component, to_dict
 from .core.registry import CHECKS, METHODS
 from .core.tensors import model_device
@@ -44,7 +44,8 @@ def compress(model: nn.Module, method: str, calibration: Any = None, *, train: A
         method: e.g. ``"quant.uniform"``, ``"prune.structured"``, ``"binarize"``.
         calibration: data for calibration / the input shape (structured pruning traces one
             example); defaults to ``train``.
-        train: training data for methods that train (fine-tuning, QAT, binarization epochs).
+        train: training data, required by methods that train (``METHODS.get(method).trains``:
+            lottery tickets, sparse training, binarization, ...).
         train_config: training fields (epochs, lr, batch_size, ...) as in a recipe's ``train``.
         log: a dict that receives the method's report (e.g. structured pruning's MACs).
         **params: the method's parameters, validated as in a recipe.
@@ -55,7 +56,7 @@ def compress(model: nn.Module, method: str, calibration: Any = None, *, train: A
     from .core.params import from_dict
     from .data.adapt import bundle_from
     from .train.config import TrainConfig
-    from .train.loop import fit
+    from .train.context import training_context
 
     step = Component(method, METHODS.validate(method, params, method)) if method in METHODS else None
     if step is None:
@@ -66,8 +67,12 @@ def compress(model: nn.Module, method: str, calibration: Any = None, *, train: A
     source = calibration if calibration is not None else train
     data = bundle_from(source, train=train if train is not None else source) if source is not None else None
     cfg = from_dict(TrainConfig, train_config or {}, "train_config")
-    ctx = CompressContext(data=data, train=cfg, seed=seed, device=dev,
-                          fit=lambda m, c, **kw: fit(m, data, c, seed=seed, device=dev, **kw))
+    if METHODS.get(method).trains:
+        if data is None:
+            raise ValueError(f"{method} trains the network: pass train=<data> (and train_config)")
+        ctx = training_context(data, cfg, seed=seed, device=dev)
+    else:
+        ctx = MethodContext(data=data, seed=seed, device=dev)
     out = run_steps(model, [step], ctx).to(dev).eval()
     if log is not None:
         log.update(to_dict(ctx.log))

@@ -55,7 +55,7 @@ def make_attack(name: str, model: torch.nn.Module, surrogate: torch.nn.Module) -
     extra = {k: surrogate if v == "surrogate" else v for k, v in case.get("extra", {}).items()}
     if ATTACKS.params(name) is None:
         return ATTACKS.get(name)(model, **params, **extra)
-    return ATTACKS.get(name)(model, **kwargs_of(ATTACKS.validate(name, params, f"CASES[{name!r}]")), **extra)
+    return ATTACKS.get(name)(model, **{**kwargs_of(ATTACKS.validate(name, params, f"CASES[{name!r}]")), **extra})
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -2,8 +2,10 @@
 
 Data sets: each builds a ``DataBundle`` from a tiny source written to a temporary folder
 (or the embedded digits): float32 images (N, C, H, W) in [0, 1] of one size in every
-split, int64 labels in [0, num_classes), one class name per class, one mean/std per
-channel, and the same seed gives the same splits.
+split (read through ``batches``, so streamed splits count too), int64 labels in
+[0, num_classes), one class name per class, one mean/std per channel, and the same seed
+gives the same splits. A data set whose optional dependency does not import
+(``UNAVAILABLE``) must instead fail with a one-line ConfigError naming it.
 
 Models: each builds for the tiny input of its row, gives finite logits of shape
 (N, classes) in eval mode, and trains (a backward pass reaches every trainable parameter).
@@ -23,9 +25,10 @@ import numpy as np
 import pytest
 import torch
 
-from sturdynet.core.params import component
+from sturdynet.core.params import ConfigError, component
 from sturdynet.core.registry import DATASETS, MODELS
 from sturdynet.data import load_data
+from sturdynet.data.base import batches
 
 from contract_helpers import assert_covers
 
@@ -63,11 +66,42 @@ def _cifar10(tmp: Path) -> Dict[str, Any]:
     return {"root": str(tmp)}
 
 
+def _idx(path: Path, arr: np.ndarray) -> None:
+    """An MNIST idx file (big-endian header: 0, 0, dtype 0x08, ndim, then the sizes)."""
+    path.write_bytes(bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+                     + arr.astype(np.uint8).tobytes())
+
+
+def _torchvision(tmp: Path) -> Dict[str, Any]:
+    raw = tmp / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rs = np.random.RandomState(0)
+    for prefix, n in (("train", 20), ("t10k", 6)):
+        _idx(raw / f"{prefix}-images-idx3-ubyte", rs.randint(0, 256, (n, 28, 28)))
+        _idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    return {"dataset": "MNIST", "root": str(tmp), "workers": 0}
+
+
+def _torchvision_missing() -> bool:
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001 - RuntimeError beside a CPU torch build
+        return True
+    return False
+
+
 #: data set -> writes a tiny source under tmp_path and returns the data set's parameters
 DATASET_CASES: Dict[str, Callable[[Path], Dict[str, Any]]] = {
     "cifar10": _cifar10,
     "imagefolder": _imagefolder,
     "npz": _npz,
+    "torchvision": _torchvision,
+}
+
+#: data set -> (condition, error text): when the condition holds (an optional dependency does
+#: not import), the contract is a one-line ConfigError with that text instead of a bundle
+UNAVAILABLE: Dict[str, Any] = {
+    "torchvision": (_torchvision_missing, "torchvision does not import"),
 }
 
 #: model -> {"input": (channels, size), "params": {...}}; default: 1x8x8 inputs, default params
@@ -97,17 +131,24 @@ def test_data_set_builds_a_valid_bundle(name, tmp_path, monkeypatch):
     monkeypatch.setenv("STURDYNET_CACHE", str(tmp_path / "cache"))
     params = DATASET_CASES[name](tmp_path) if name in DATASET_CASES else {}
     spec = component(DATASETS, {"name": name, "val_fraction": 0.2, **params}, f"DATASET_CASES[{name!r}]")
+    if name in UNAVAILABLE and UNAVAILABLE[name][0]():
+        with pytest.raises(ConfigError, match=UNAVAILABLE[name][1]):
+            load_data(spec, seed=0)
+        return
     b = load_data(spec, seed=0)
     assert len(b.train) and len(b.test)
     c, size = b.in_channels, b.input_size
     assert len(b.class_names) == b.num_classes and len(b.mean) == len(b.std) == c
-    for split in (b.train, b.val, b.test):
-        assert split.x.dtype == torch.float32 and split.x.shape[1:] == (c, *size)
-        assert split.x.min() >= 0 and split.x.max() <= 1
-        assert split.y.dtype == torch.int64 and len(split.y) == len(split.x)
-        assert len(split.y) == 0 or (split.y.min() >= 0 and split.y.max() < b.num_classes)
+    for split in (b.train, b.val, b.test):  # in-memory or streamed: read through batches()
+        for x, y in batches(split, 64):
+            assert x.dtype == torch.float32 and x.shape[1:] == (c, *size)
+            assert x.min() >= 0 and x.max() <= 1
+            assert y.dtype == torch.int64 and len(y) == len(x)
+            assert y.min() >= 0 and y.max() < b.num_classes
     again = load_data(spec, seed=0)
-    assert torch.equal(again.train.x, b.train.x) and torch.equal(again.test.y, b.test.y)
+    for s1, s2 in ((b.train, again.train), (b.test, again.test)):
+        (x1, y1), (x2, y2) = next(batches(s1, 64)), next(batches(s2, 64))
+        assert torch.equal(x1, x2) and torch.equal(y1, y2), "the same seed gave other data"
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -44,6 +44,7 @@ CASES: Dict[str, Dict[str, Any]] = {
     "prune.set": {"params": {"epochs": 1, "interval": 2}},
     "prune.structured": {"model": "cnn"},
     "quant.fixed_point": {"params": {"act_bits": 8, "calib_samples": 32}},
+    "quant.hq": {"params": {"hs_epochs": 1, "calib_samples": 32}},
     "quant.ternary": {"params": {"calib_samples": 32}},
     "quant.uniform": {"params": {"act_bits": 8, "calib_samples": 32}},
     "ra_bnn.grow": {"params": {"grow_epochs": 1, "retrain_epochs": 1}, "model": "bireal_resnet20"},

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from ..core.callbacks import Callback, TrainState
 from ..core.masks import attach_mask
-from ..core.method import CompressContext, CompressionMethod
+from ..core.method import TrainingContext, TrainingMethod, require_training
 from ..core.params import Component, rng
 from ..core.registry import CALLBACKS, METHODS
 from .layers import quantizable
@@ -202,7 +202,7 @@ class HQParams:
 
 
 @METHODS.register("quant.hq", params=HQParams)
-class HQQuant(CompressionMethod):
+class HQQuant(TrainingMethod):
     """HQ: regularize + prune (``hs_epochs``), reinitialize, then TTQ layers trained with the
     STE by the variant's ``finetune_epochs``."""
 
@@ -217,14 +217,13 @@ class HQQuant(CompressionMethod):
                 attach_mask(m, "weight", torch.ones_like(m.weight, dtype=torch.bool))
         return TernaryQuant().prepare(model, self._ternary_params(params))
 
-    def apply(self, model: nn.Module, params: HQParams, ctx: Optional[CompressContext] = None) -> nn.Module:
+    def apply(self, model: nn.Module, params: HQParams, ctx: TrainingContext) -> nn.Module:
+        require_training(ctx, "quant.hq")
         model = copy.deepcopy(model)
         log: dict = {}
         layers = [m for _, m in hq_layers(model, params.quantize_first, params.quantize_last)]
         log["cosine_distance_start"] = _mean_distance(layers, params.sparsity)
         if params.hs_epochs > 0:
-            if ctx is None or ctx.fit is None or ctx.train is None:
-                raise ValueError("quant.hq trains its hyperspherical phase (hs_epochs > 0): it needs ctx.fit and ctx.train")
             cb = Component("hq_regularizer", HQRegularizerParams(
                 reg=params.reg, sparsity=params.sparsity, prune_until=params.prune_until,
                 quantize_first=params.quantize_first, quantize_last=params.quantize_last))
@@ -242,6 +241,5 @@ class HQQuant(CompressionMethod):
                     attach_mask(m, "weight", keep)
         model = TernaryQuant().apply(model, self._ternary_params(params), ctx)
         log["cosine_distance_after_reinit"] = ternary_cosine_distance(model) if layers else 0.0
-        if ctx is not None:
-            ctx.log["quant.hq"] = log
+        ctx.log["quant.hq"] = log
         return model
