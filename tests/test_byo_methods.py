@@ -12,11 +12,12 @@ import pytest
 import torch
 
 import byo_nets
-from sturdynet.core.method import CompressContext, run_steps
+from sturdynet.core.method import run_steps
 from sturdynet.core.params import Component, component
 from sturdynet.core.registry import DATASETS, METHODS
 from sturdynet.models.spec import InputNormalized
-from sturdynet.train import TrainConfig, fit
+from sturdynet.train import TrainConfig
+from sturdynet.train.context import training_context
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "own_model"))
 import net as example_net  # noqa: E402
@@ -47,8 +48,7 @@ def _apply(method: str, net: str, data):
     model = NETS[net]()
     params = METHODS.validate(method, QUICK.get(method.split(".")[-1], {}), method)
     cfg = TrainConfig(epochs=1, batch_size=64)
-    ctx = CompressContext(data=data, train=cfg, seed=0, device=torch.device("cpu"),
-                          fit=lambda m, c, **kw: fit(m, data, c, seed=0, **kw))
+    ctx = training_context(data, cfg, seed=0, device=torch.device("cpu"))
     step = Component(method, params)
     out = run_steps(model, [step], ctx).eval()
     assert out(data.test.x[:4]).shape == (4, 10)
