@@ -95,3 +95,14 @@ def test_compress_with_a_method_that_trains(net, digits):
                  log=log)
     assert [r["sparsity"] for r in log["imp"]["rounds"]] == [0.0, 0.5]
     assert p(digits.test.x[:4]).shape == (4, 10)
+
+
+def test_bit_flip_attack_takes_a_tuple_or_loader(net, digits):
+    """BitFlipAttack(...).run(model, x, (x, y), K) works with an (x, y) pair or a DataLoader."""
+    from sturdynet.faults.bfa import BitFlipAttack
+
+    x, y = digits.test.x[:64], digits.test.y[:64]
+    a = BitFlipAttack(max_flips=2).run(net, x, (x, y), 10)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    b = BitFlipAttack(max_flips=2).run(net, (x, y), loader, 10)
+    assert a.flips == b.flips and a.flips >= 1

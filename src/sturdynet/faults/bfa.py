@@ -141,10 +141,17 @@ class BitFlipAttack:
 
         Args:
             model: the victim (unchanged).
-            x_attack: the attack batch (N, C, H, W) in [0, 1].
-            held_out: data whose accuracy decides when to stop (and fills the curve).
+            x_attack: the attack batch (N, C, H, W) in [0, 1] (or an ``(x, y)`` pair / data
+                whose images are taken).
+            held_out: data whose accuracy decides when to stop (and fills the curve): a
+                split, a DataLoader, a Dataset or an ``(x, y)`` pair.
             num_classes: for the random-guess target.
         """
+        from ..data.adapt import as_split
+
+        if not isinstance(x_attack, Tensor):
+            x_attack = as_split(x_attack).x[:]
+        held_out = as_split(held_out)
         if x_attack.dim() != 4 or x_attack.shape[0] == 0:
             raise ValueError(f"x_attack must be a non-empty (N, C, H, W) batch, got {tuple(x_attack.shape)}")
         target = self.target_accuracy if self.target_accuracy is not None else 1.0 / num_classes + 0.01
