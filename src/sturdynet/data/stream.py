@@ -146,13 +146,15 @@ class FileSource(ImageSource):
 def tar_offsets(path: Path) -> dict:
     """``{member name: (path, data offset, size)}`` of the regular files of an uncompressed tar."""
     out = {}
+    path = str(path)
     with tarfile.open(path, mode="r:") as tar:
         for m in tar:
             if m.isfile():
                 name = m.name
                 while name.startswith("./"):
                     name = name[2:]
-                out[name] = (str(path), m.offset_data, m.size)
+                out[name] = (path, m.offset_data, m.size)
+            tar.members = []  # TarFile keeps every TarInfo otherwise (~1 KB each)
     return out
 
 
@@ -165,6 +167,7 @@ def uncompressed_copy(path: Path, dest: Path) -> Path:
     with tarfile.open(path, mode="r|*") as src, tarfile.open(tmp, mode="w") as out:
         for m in src:
             out.addfile(m, src.extractfile(m) if m.isfile() else None)
+            src.members, out.members = [], []  # keep memory flat over 60,000 members
     tmp.replace(dest)
     return dest
 
