@@ -67,8 +67,7 @@ def test_resume_skips_finished_variants(tiny_run):
 
 def test_resume_after_interruption_and_new_check(tmp_path):
     recipe = parse_recipe(TINY)
-    runner = Runner(recipe, tmp_path)
-    runner.run_variant = _stop_after_first(runner.run_variant)
+    runner = Runner(recipe, tmp_path, progress=_stop_after_first)
     with pytest.raises(KeyboardInterrupt):
         runner.run()
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -85,15 +84,10 @@ def test_resume_after_interruption_and_new_check(tmp_path):
     assert res["variants"][0]["metrics"]["clean"] == saved["variants"][0]["metrics"]["clean"]
 
 
-def _stop_after_first(fn):
-    calls = []
-
-    def wrapped(spec):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(spec.name)
-        return fn(spec)
-    return wrapped
+def _stop_after_first(event):
+    """Interrupt the run once the first variant is stored."""
+    if event["event"] == "variant":
+        raise KeyboardInterrupt
 
 
 def test_failed_variant_recorded_and_others_run(tmp_path):

@@ -109,11 +109,16 @@ class ProgressDisplay:
             elif now - self._last_line >= PLAIN_EVERY and frac < 1:
                 self._last_line = now
                 self._line(f"{self._stage}: {100 * frac:.0f}%" + (f" ({left})" if left else ""))
+        elif kind == "warning":
+            self._line(f"warning: {event['text']}") if self._progress is None else \
+                self._progress.console.print(f"[yellow]warning: {event['text']}[/yellow]")
         elif kind == "variant":
-            if self._progress is not None and self._task is not None:
+            if self._progress is not None and self._task is not None and self._progress.tasks:
                 self._progress.update(self._task, completed=self._progress.tasks[-1].total, left="")
             if self._progress is None:
                 self._line(f"variant {event['variant']}: {event['status']}")
+            elif self._task is None:  # cells finishing on pool / Ray workers
+                self._progress.console.print(f"variant {event['variant']}: {event['status']}")
         elif kind == "skip":
             self._line(f"variant {event['variant']}: already done, skipped") if self._progress is None else \
                 self._progress.console.print(f"variant {event['variant']}: already done, skipped")

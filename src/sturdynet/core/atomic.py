@@ -39,3 +39,13 @@ def torch_save_atomic(path: Union[str, Path], obj: Any) -> Path:
     import torch
 
     return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_bytes_atomic(path: Union[str, Path], data: bytes) -> Path:
+    """Raw bytes (such as a checkpoint serialized elsewhere), flushed to disk, atomically."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return _atomic(path, write)

@@ -60,3 +60,34 @@ def load_checkpoint(path: Union[str, Path], map_location: Any = "cpu",
         raise ValueError(f"{path}: does not match its architecture ({str(e).splitlines()[0][:300]})") from None
     model.to(map_location).eval()
     return model, blob
+
+
+def checkpoint_bytes(model: nn.Module, arch: Dict[str, Any], extra: Optional[Dict[str, Any]] = None) -> bytes:
+    """The bytes :func:`save_checkpoint` would write (sweep workers send these to the driver,
+    the only writer of the run folder)."""
+    import io
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "version": 1, "arch": arch, "state_dict": state, "extra": dict(extra or {})}, buf)
+    return buf.getvalue()
+
+
+def load_checkpoint_bytes(data: bytes, source: str = "checkpoint",
+                          trusted_factory: Optional[str] = "") -> Tuple[nn.Module, Dict[str, Any]]:
+    """Like :func:`load_checkpoint`, from bytes in memory (``weights_only=True``), on the CPU."""
+    import io
+
+    try:
+        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad blob
+        raise ValueError(f"{source}: not a loadable checkpoint ({type(e).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{source}: not a sturdynet checkpoint")
+    try:
+        model = build_from_arch(blob["arch"], blob["state_dict"], trusted_factory=trusted_factory)
+        model.load_state_dict(blob["state_dict"], strict=True)
+    except (ConfigError, KeyError, RuntimeError, ValueError) as e:
+        raise ValueError(f"{source}: does not match its architecture ({str(e).splitlines()[0][:300]})") from None
+    model.eval()
+    return model, blob

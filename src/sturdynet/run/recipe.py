@@ -28,12 +28,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
 
 from ..core.params import Component, ConfigError, component, from_dict, load_yaml, rng, to_dict
 from ..core.registry import CHECKS, DATASETS, METHODS, MODELS
 from ..models.spec import ModelSpec, parse_model_spec
 from ..train.config import TrainConfig, finetune_config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .sweep import Sweep
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "default.yaml"
 
@@ -84,8 +87,33 @@ class Recipe:
     variants: Tuple[VariantSpec, ...]
     evaluate: Tuple[CheckSpec, ...]
     device: str = "auto"
+    sweep: Optional["Sweep"] = None
+    retries: int = 0
+    #: variants after the sweep grid's expansion (the declared ones without a grid)
+    expanded: Tuple[VariantSpec, ...] = field(default=(), compare=False)
+
+    @property
+    def seeds(self) -> Tuple[int, ...]:
+        """The base-model seeds: ``sweep.seeds``, else ``(seed,)``."""
+        return self.sweep.seeds if self.sweep is not None else (self.seed,)
+
+    @property
+    def all_variants(self) -> Tuple[VariantSpec, ...]:
+        """Every variant a run builds (grid expanded), in order."""
+        return self.expanded or self.variants
+
+    def cells(self) -> list:
+        """Every (seed, variant) cell of the run, seed-major."""
+        from .sweep import cells_of
+
+        return cells_of(self.seeds, [v.name for v in self.all_variants])
 
     def to_dict(self) -> Dict[str, Any]:
+        extra: Dict[str, Any] = {}
+        if self.sweep is not None:
+            extra["sweep"] = self.sweep.to_dict()
+        if self.retries:
+            extra["retries"] = self.retries
         return {
             "name": self.name,
             "seed": self.seed,
@@ -96,11 +124,12 @@ class Recipe:
             "variants": [v.to_dict() for v in self.variants],
             "evaluate": [{"check": c.check.name, **({"id": c.id} if c.id != c.check.name else {}),
                           **to_dict(c.check.kwargs())} for c in self.evaluate],
+            **extra,
         }
 
 
 _VARIANT_KEYS = ("name", "method", "steps", "finetune_epochs", "finetune")
-_TOP_KEYS = ("name", "seed", "device", "data", "model", "train", "variants", "evaluate")
+_TOP_KEYS = ("name", "seed", "device", "data", "model", "train", "variants", "evaluate", "sweep", "retries")
 
 
 def _variant(data: Any, path: str, base_train: TrainConfig) -> VariantSpec:
@@ -187,8 +216,23 @@ def parse_recipe(data: Any) -> Recipe:
     for i, c in enumerate(ids):
         if c in ids[:i]:
             raise ConfigError(f"evaluate[{i}].id", f"duplicate check id {c!r}; give the second one an 'id'")
+    sweep, expanded = None, ()
+    if data.get("sweep") is not None:
+        from .sweep import expand_variants, parse_sweep
+
+        raw = _list(data, "variants")
+        sweep = parse_sweep(data["sweep"], raw, seed)
+        expanded = tuple(_variant(v, f"sweep: expanded variant {v.get('name')!r}", train)
+                         for v in expand_variants(raw, sweep))
+        all_names = [v.name for v in expanded]
+        for n in all_names:
+            if all_names.count(n) > 1:
+                raise ConfigError("sweep.grid", f"expanded variant name {n!r} is also a declared variant's name")
+    retries = data.get("retries", 0)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError("retries", f"must be an integer >= 0, got {retries!r}")
     return Recipe(name=name, seed=seed, data=dat, model=mod, train=train, variants=variants,
-                  evaluate=checks, device=device)
+                  evaluate=checks, device=device, sweep=sweep, retries=retries, expanded=expanded)
 
 
 def load_recipe(path: Optional[Union[str, Path]] = None) -> Recipe:

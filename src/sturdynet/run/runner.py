@@ -1,70 +1,38 @@
-"""Run a recipe: train the base model, build each variant, evaluate it, write results.
+"""Run a recipe: train the base model(s), build each variant, evaluate it, store the results.
 
-The run folder holds ``results.json`` (rewritten atomically after every variant),
-``base.pt`` and ``variants/<name>.pt`` checkpoints. Running the same recipe into the
-same folder resumes: the base model is loaded instead of retrained, finished variants
-are skipped, and a finished variant that lacks a newly added check only runs that
-check. A variant that fails (diverging loss, a method error, a check error) is
-recorded with ``status: failed`` and its reason; the others still run.
+The runner is the driver of a sweep: it expands the recipe into cells (seed x variant,
+:mod:`sturdynet.run.sweep`), hands base-model training and cells to an executor
+(in-process, process pool or Ray: :mod:`sturdynet.run.executor`) and is the only writer of
+the run folder: ``results.sqlite`` (the source of truth), ``results.json`` (a view of it,
+rewritten after every cell), ``base.pt`` and ``variants/<name>.pt`` (with a ``sweep`` section:
+``seeds/<seed>/base.pt`` and ``seeds/<seed>/variants/<name>.pt``).
+
+Running the same recipe into the same folder resumes: base models are loaded instead of
+retrained, finished cells are skipped, and a finished cell that lacks a newly added check
+only runs that check. A cell that fails (diverging loss, a method error, a check error, a
+worker crash) is recorded with ``status: failed`` and its reason, and run again up to
+``retries`` times; the others still run. A check that names another variant (a transfer
+attack's ``surrogate``, a corruption ``baseline``) gets that variant's model of the same
+seed: such variants are built first.
 """
 from __future__ import annotations
 
-import copy
 import logging
-import time
-import zlib
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import torch
 from torch import nn
 
-from ..core import progress as progress_scope
-from ..core.method import run_steps
-from ..core.params import to_dict
-from ..data import load_data
-from ..checks.base import CheckContext
-from ..models.common import model_for_data
+from ..core.atomic import write_bytes_atomic
+from .cell import Progress, check_key, error_text, resolve_device, variant_seed  # noqa: F401 (re-exported)
+from .checkpoint import load_checkpoint
+from .executor import Executor, make_executor
 from .recipe import Recipe, VariantSpec
-from ..core.registry import CHECKS
-from ..core.storage import compression_facts
-from ..models.arch import arch_of
-from ..models.spec import normalization_warning
-from .checkpoint import load_checkpoint, save_checkpoint
-from ..train.context import training_context
-from ..train.loop import fit
-from .store import ResultsStore, encode_bits, git_commit, machine, stable_hash, versions
+from .store import ResultsStore, environment, git_commit, machine, stable_hash, versions
+from .sweep import Cell
 
 log = logging.getLogger(__name__)
-Progress = Optional[Callable[[dict], None]]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device: unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {name} requested but CUDA is not available")
-    return dev
-
-
-def model_macs(model: nn.Module, data: Any) -> Optional[int]:
-    """Dense multiply-accumulates of one example (None when the model cannot be traced so)."""
-    from ..prune.macs import count_macs
-
-    try:
-        return int(count_macs(model, (data.in_channels, *data.input_size))["macs"])
-    except Exception:  # noqa: BLE001 - a fact for the report, never a reason to fail
-        return None
-
-
-def variant_seed(seed: int, name: str) -> int:
-    """A per-variant seed that does not depend on the variant's position in the recipe."""
-    return seed + zlib.crc32(name.encode()) % 100_000
 
 
 def _emit(progress: Progress, **event: Any) -> None:
@@ -72,192 +40,288 @@ def _emit(progress: Progress, **event: Any) -> None:
         progress(event)
 
 
-def _error_text(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+def base_key(recipe: Recipe) -> str:
+    """What the base models depend on; a folder holding another key is refused.
+
+    Without a ``sweep`` section the seed is part of it (as it always was); with one it is
+    not, so seeds can be added to a sweep later (each seed's models have their own folder)."""
+    r = recipe.to_dict()
+    keys = ("data", "model", "train") if recipe.sweep is not None else ("seed", "data", "model", "train")
+    return stable_hash({k: r[k] for k in keys})
+
+
+def referenced_variants(recipe: Recipe) -> Set[str]:
+    """Variants whose models a check needs besides the one it evaluates (transfer surrogates,
+    corruption baselines): string parameters of checks that name a variant."""
+    names = {v.name for v in recipe.all_variants}
+    out = set()
+    for c in recipe.evaluate:
+        for v in c.check.to_dict("check").values():
+            if isinstance(v, str) and v in names:
+                out.add(v)
+    return out
+
+
+def needs_work(recipe: Recipe, spec: VariantSpec, old: Optional[Dict[str, Any]], have_model: bool) -> str:
+    """``skip``, ``evaluate`` (model kept, some checks missing) or ``build``."""
+    from .cell import new_record
+
+    key = new_record(spec)["spec_key"]
+    if not old or old.get("spec_key") != key or old.get("status") not in ("ok", "failed", "built"):
+        return "build"
+    if old.get("status") == "failed" and "metrics" not in old:
+        return "build"
+    done = old.get("metrics", {})
+    missing = [c for c in recipe.evaluate
+               if c.id not in done or "error" in done[c.id] or done[c.id].get("check_key") != check_key(c)]
+    if old.get("status") == "built" or missing:
+        return "evaluate" if have_model else "build"
+    return "skip"
 
 
 class Runner:
-    """Runs one recipe into one folder; see the module docstring."""
+    """Runs one recipe into one folder; see the module docstring.
 
-    def __init__(self, recipe: Recipe, out_dir, progress: Progress = None, fresh: bool = False) -> None:
+    Args:
+        recipe: the validated recipe.
+        out_dir: the run folder.
+        progress: receives progress events (dicts with an ``event`` key).
+        fresh: discard earlier results in the folder.
+        executor: where cells run (default: in this process).
+    """
+
+    def __init__(self, recipe: Recipe, out_dir, progress: Progress = None, fresh: bool = False,
+                 executor: Optional[Executor] = None) -> None:
         self.recipe = recipe
         self.dir = Path(out_dir)
         self.progress = progress
+        self.fresh = fresh
+        self.executor = executor
         self.device = resolve_device(recipe.device)
-        if fresh and (self.dir / "results.json").exists():
-            (self.dir / "results.json").unlink()
-            for p in [self.dir / "base.pt", *self.dir.glob("variants/*.pt")]:
-                p.unlink(missing_ok=True)
-        self.store = ResultsStore(self.dir)
+        self.multi_seed = len(recipe.seeds) > 1
+        self.specs = {v.name: v for v in recipe.all_variants}
+        self.order = [v.name for v in recipe.all_variants]
+        self.store: Optional[ResultsStore] = None
         self.data = None
         self.base: Optional[nn.Module] = None
-        self.models: Dict[str, nn.Module] = {}
-        self.init_state: Optional[Dict[str, torch.Tensor]] = None
+        #: cells run in this call (not skipped), for tests and benchmarks
+        self.ran: List[str] = []
 
-    # -- base model --------------------------------------------------------------------
-    def base_key(self) -> str:
-        r = self.recipe.to_dict()
-        return stable_hash({k: r[k] for k in ("seed", "data", "model", "train")})
+    # -- paths ------------------------------------------------------------------------------
+    def _seed_dir(self, seed: int) -> Path:
+        return self.dir / "seeds" / str(seed) if self.recipe.sweep is not None else self.dir
 
-    def _train_base(self) -> nn.Module:
-        ckpt = self.dir / "base.pt"
-        arch = arch_of(self.recipe.model, self.data, (), self.recipe.data)
-        if ckpt.exists() and self.store.data.get("base", {}).get("status") == "ok":
-            _emit(self.progress, event="stage", stage="load base model")
-            model, blob = load_checkpoint(ckpt, self.device, trusted_factory=self.recipe.model.factory)
-            self.init_state = blob["extra"].get("init_state")
-            return model
-        torch.manual_seed(self.recipe.seed)
-        model = model_for_data(self.recipe.model, self.data).to(self.device)
-        self.init_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        t0 = time.perf_counter()
-        if self.recipe.model.weights:  # a trained model: no base training
-            _emit(self.progress, event="stage", stage="load given weights")
-            history = []
-        else:
-            _emit(self.progress, event="stage", stage="train base model", epochs=self.recipe.train.epochs)
-            history = fit(model, self.data, self.recipe.train, seed=self.recipe.seed, progress=self.progress,
-                          device=self.device)
-        save_checkpoint(ckpt, model, arch, {"history": history, "init_state": self.init_state})
-        self.store.data["base"] = {"status": "ok", "seconds": time.perf_counter() - t0, "history": history,
-                                   "checkpoint": ckpt.name}
-        self.store.save()
-        return model
+    def base_path(self, seed: int) -> Path:
+        return self._seed_dir(seed) / "base.pt"
 
-    # -- variants --------------------------------------------------------------------------
-    def _record(self, spec: VariantSpec) -> Dict[str, Any]:
-        d = spec.to_dict()
-        params = {k: v for k, v in d.items() if k not in ("name", "method", "finetune_epochs", "finetune")}
-        return {"name": spec.name, "method": spec.method, "params": params, "spec_key": stable_hash(d)}
+    def variant_path(self, name: str, seed: int) -> Path:
+        return self._seed_dir(seed) / "variants" / f"{name}.pt"
 
-    def _build(self, spec: VariantSpec, rec: Dict[str, Any]) -> nn.Module:
-        seed = variant_seed(self.recipe.seed, spec.name)
-        rec["seconds"] = {"compress": 0.0}
-        ctx = training_context(self.data, self.recipe.train, seed=seed, device=self.device,
-                               init_state=self.init_state, progress=self.progress)
-        t0 = time.perf_counter()
-        if not spec.steps and spec.finetune is None:
-            return self.base
-        _emit(self.progress, event="stage", stage=f"{spec.name}: compress")
-        model = run_steps(copy.deepcopy(self.base), spec.steps, ctx).to(self.device)
-        rec["seconds"]["compress"] = time.perf_counter() - t0
-        if ctx.log:
-            rec["method_log"] = to_dict(ctx.log)
-        if spec.finetune is not None and spec.finetune.epochs > 0:
-            _emit(self.progress, event="stage", stage=f"{spec.name}: fine-tune", epochs=spec.finetune.epochs)
-            t0 = time.perf_counter()
-            rec["finetune_history"] = fit(model, self.data, spec.finetune, seed=seed, progress=self.progress,
-                                          device=self.device)
-            rec["seconds"]["finetune"] = time.perf_counter() - t0
-        model.eval()
-        return model
+    def _model_blob(self, name: str, seed: int) -> Optional[bytes]:
+        p = self.variant_path(name, seed)
+        return p.read_bytes() if p.exists() else None
 
-    def _evaluate(self, spec: VariantSpec, model: nn.Module, rec: Dict[str, Any]) -> None:
-        metrics = rec.setdefault("metrics", {})
-        ctx = CheckContext(device=self.device, seed=self.recipe.seed, models=self.models, variant=spec.name,
-                           results=metrics, progress=self.progress)
-        t0 = time.perf_counter()
-        errors = []
-        for c in self.recipe.evaluate:
-            if c.id in metrics and "error" not in metrics[c.id] and \
-                    metrics[c.id].get("check_key") == stable_hash(c.check.to_dict("check")):
-                continue
-            _emit(self.progress, event="stage", stage=f"{spec.name}: {c.id}")
-            try:
-                with progress_scope.reporting(self.progress, f"{spec.name}: {c.id}"):
-                    m = CHECKS.create_from(c.check, model, self.data, ctx)
-            except Exception as e:  # noqa: BLE001 - a failing check is recorded, the run goes on
-                log.warning("variant %s: check %s failed: %s", spec.name, c.id, e)
-                metrics[c.id] = {"error": _error_text(e)}
-                errors.append(f"check {c.id}: {_error_text(e)}")
-                continue
-            if "per_sample" in m and not isinstance(m["per_sample"], str):
-                m["per_sample"] = encode_bits(m["per_sample"])
-            m["check_key"] = stable_hash(c.check.to_dict("check"))
-            metrics[c.id] = to_dict(m)
-        rec.setdefault("seconds", {})["evaluate"] = rec.get("seconds", {}).get("evaluate", 0.0) + time.perf_counter() - t0
-        rec["status"] = "failed" if errors else "ok"
-        rec["error"] = "; ".join(errors) or None
+    def _has_model(self, name: str, seed: int) -> bool:
+        spec = self.specs[name]
+        return (not spec.steps and spec.finetune is None) or self.variant_path(name, seed).exists()
 
-    def _variant_model(self, spec: VariantSpec) -> Optional[nn.Module]:
-        if not spec.steps and spec.finetune is None:
-            return self.base
-        path = self.dir / "variants" / f"{spec.name}.pt"
-        if path.exists():
-            model, _ = load_checkpoint(path, self.device, trusted_factory=self.recipe.model.factory)
-            return model
-        return None
+    # -- driver ---------------------------------------------------------------------------
+    def _label(self, c: Cell) -> str:
+        return f"{c.variant} (seed {c.seed})" if self.multi_seed else c.variant
 
-    def _needs_work(self, spec: VariantSpec, old: Optional[Dict[str, Any]], key: str) -> str:
-        """"skip", "evaluate" (model kept, some checks missing) or "build"."""
-        if not old or old.get("spec_key") != key or old.get("status") not in ("ok", "failed"):
-            return "build"
-        if old.get("status") == "failed" and "metrics" not in old:
-            return "build"
-        done = old.get("metrics", {})
-        missing = [c for c in self.recipe.evaluate
-                   if c.id not in done or "error" in done[c.id]
-                   or done[c.id].get("check_key") != stable_hash(c.check.to_dict("check"))]
-        return "evaluate" if missing else "skip"
+    def _header(self) -> Dict[str, Any]:
+        from ..data import load_data
 
-    def run_variant(self, spec: VariantSpec) -> Dict[str, Any]:
-        order = [v.name for v in self.recipe.variants]
-        rec = self._record(spec)
-        old = self.store.variant(spec.name)
-        todo = self._needs_work(spec, old, rec["spec_key"])
-        if todo == "skip":
-            _emit(self.progress, event="skip", variant=spec.name)
-            return old
-        model = None
-        if todo == "evaluate":
-            model = self._variant_model(spec)
-            if model is not None:
-                rec = old
-        try:
-            if model is None:
-                model = self._build(spec, rec)
-                if spec.steps or spec.finetune is not None:
-                    save_checkpoint(self.dir / "variants" / f"{spec.name}.pt", model,
-                                    arch_of(self.recipe.model, self.data, spec.steps, self.recipe.data))
-                facts = compression_facts(model)
-                facts["compression_ratio"] = self.models["dense"].size_bytes / max(1, facts["size_bytes"])
-                facts["dense_size_bytes"] = self.models["dense"].size_bytes
-                facts["params_count"] = facts.pop("params")
-                facts["macs"] = model_macs(model, self.data)
-                rec.update(facts)
-            self.models[spec.name] = model
-            self._evaluate(spec, model, rec)
-        except Exception as e:  # noqa: BLE001 - a failing variant is recorded, the run goes on
-            log.warning("variant %s failed: %s", spec.name, e)
-            rec.update(status="failed", error=_error_text(e))
-        self.store.put_variant(rec, order)
-        _emit(self.progress, event="variant", variant=spec.name, status=rec["status"])
-        return rec
+        r = self.recipe
+        self.data = load_data(r.data, r.seeds[0])
+        threads = torch.get_num_threads()
+        return {"name": r.name, "recipe": r.to_dict(), "seed": r.seeds[0], "versions": versions(),
+                "git_commit": git_commit(), "machine": machine(str(self.device), threads),
+                "data": self.data.describe(),
+                **({"sweep": {"seeds": list(r.seeds), "cells": len(r.cells()), "variants": len(self.order)}}
+                   if r.sweep is not None else {})}
 
-    # -- whole run -------------------------------------------------------------------------
+    def _task(self, seed: int, **kw: Any) -> Dict[str, Any]:
+        return {"recipe": self.recipe.to_dict(), "seed": seed, "threads": torch.get_num_threads(),
+                "device": str(self.device), "show_seed": self.multi_seed, **kw}
+
     def run(self) -> Dict[str, Any]:
+        """Run (or resume) every cell; returns the results.json dict."""
         r = self.recipe
         _emit(self.progress, event="stage", stage="load data")
-        self.data = load_data(r.data, r.seed)
-        header = {"name": r.name, "recipe": r.to_dict(), "seed": r.seed, "versions": versions(),
-                  "git_commit": git_commit(), "machine": machine(str(self.device)), "data": self.data.describe()}
-        self.store.start(header, self.base_key())
-        self.base = self._train_base()
-        self.base.eval()
-        warning = normalization_warning(self.base, r.model)
-        if warning:
-            log.warning("%s", warning)
-            self.store.data["warnings"] = [warning]
-            self.store.save()
-        self.base.size_bytes = compression_facts(self.base)["size_bytes"]  # type: ignore[attr-defined]
-        self.store.data.setdefault("base", {})["macs"] = model_macs(self.base, self.data)
-        self.models["dense"] = self.base
-        for spec in r.variants:
-            self.run_variant(spec)
-        return self.store.data
+        self.store = ResultsStore(self.dir, fresh=self.fresh)
+        own_executor = self.executor is None
+        ex = self.executor or make_executor("inprocess", progress=self.progress)
+        try:
+            if self.fresh:
+                for p in [*self.dir.glob("base.pt"), *self.dir.glob("variants/*.pt"), *self.dir.glob("seeds/*/*.pt"),
+                          *self.dir.glob("seeds/*/variants/*.pt")]:
+                    p.unlink(missing_ok=True)
+            env = environment(str(self.device), torch.get_num_threads())
+            for w in self.store.start(self._header(), base_key(r), env):
+                log.warning("%s", w)
+                _emit(self.progress, event="warning", text=w)
+            self._schedule(ex)
+            self._load_first_base()
+            return self.store.write_view(self.order, r.seeds)
+        finally:
+            if own_executor:
+                ex.shutdown()
+            self.store.close()
+
+    def _load_first_base(self) -> None:
+        p = self.base_path(self.recipe.seeds[0])
+        if p.exists():
+            self.base = load_checkpoint(p, self.device, trusted_factory=getattr(self.recipe.model, "factory", None))[0]
+
+    def _schedule(self, ex: Executor) -> None:
+        r, store = self.recipe, self.store
+        assert store is not None
+        refs = {n for n in referenced_variants(r) if self.specs[n].steps or self.specs[n].finetune is not None}
+        bases: Dict[int, Any] = {}
+        base_failed: Dict[int, str] = {}
+        running: Dict[Any, Tuple[str, Any, int]] = {}
+        attempts: Dict[Tuple[str, int], int] = {}
+        errors: Dict[Tuple[str, int], List[str]] = {}
+        for s in r.seeds:
+            rec = store.base(s)
+            if rec and rec.get("status") == "ok" and self.base_path(s).exists():
+                _emit(self.progress, event="stage", stage="load base model" + (f" (seed {s})" if self.multi_seed else ""))
+                bases[s] = ex.put(self.base_path(s).read_bytes())
+            else:
+                running[ex.submit("base", self._task(s))] = ("base", s, 1)
+        cells = r.cells()
+        builds = [Cell(s, n) for s in r.seeds for n in sorted(refs)]
+        waiting_builds = {(c.variant, c.seed) for c in builds}
+        waiting = list(cells)
+
+        def submit_cell(c: Cell, build_only: bool) -> bool:
+            old = store.cell(c.variant, c.seed)
+            have = self._has_model(c.variant, c.seed)
+            todo = needs_work(r, self.specs[c.variant], old, have)
+            if build_only:
+                if todo != "build":
+                    return False
+                todo = "build-only"
+            if todo == "skip":
+                _emit(self.progress, event="skip", variant=self._label(c))
+                return False
+            deps = {}
+            for n in refs - {c.variant}:
+                if self.variant_path(n, c.seed).exists():
+                    deps[n] = ex.put(self.variant_path(n, c.seed).read_bytes())
+            model = self._model_blob(c.variant, c.seed) if todo == "evaluate" else None
+            task = self._task(c.seed, variant=c.variant, todo=todo, base=bases[c.seed], deps=deps, old=old,
+                              model=model)
+            key = (c.variant, c.seed)
+            attempts[key] = attempts.get(key, 0) + 1
+            running[ex.submit("cell", task)] = ("build" if build_only else "cell", c, attempts[key])
+            return True
+
+        def pump() -> None:
+            for c in [c for c in builds if (c.variant, c.seed) in waiting_builds and c.seed in bases]:
+                waiting_builds.discard((c.variant, c.seed))
+                submit_cell(c, build_only=True)
+            for c in list(waiting):
+                if c.seed in base_failed:
+                    waiting.remove(c)
+                    self._commit_failure(c, f"base model failed: {base_failed[c.seed]}", attempts, errors)
+                elif c.seed in bases and not any(k[1] == c.seed for k in waiting_builds) and \
+                        not any(kind == "build" and cc.seed == c.seed for kind, cc, _ in running.values()):
+                    waiting.remove(c)
+                    submit_cell(c, build_only=False)
+
+        pump()
+        while running:
+            done, _ = ex.wait(list(running))
+            for h in done:
+                kind, what, attempt = running.pop(h)
+                try:
+                    out = ex.result(h)
+                except Exception as e:  # noqa: BLE001 - a worker crash is a failed task
+                    out = {"record": {"status": "failed", "error": error_text(e)}, "checkpoint": None, "crash": True}
+                if kind == "base":
+                    self._finish_base(what, out, bases, base_failed, ex, attempt, running)
+                else:
+                    self._finish_cell(kind, what, out, attempt, attempts, errors, submit_cell)
+            pump()
+
+    def _finish_base(self, seed, out, bases, base_failed, ex, attempt, running) -> None:
+        rec = out["record"]
+        if rec.get("status") == "ok" and out.get("checkpoint"):
+            write_bytes_atomic(self.base_path(seed), out["checkpoint"])
+            rec = {**rec, "checkpoint": self.base_path(seed).relative_to(self.dir).as_posix()}
+            rec.pop("seed", None)
+            for w in rec.pop("warnings", None) or []:
+                log.warning("%s", w)
+                self.store.add_warning(w)
+            self.store.put_base(seed, rec)
+            bases[seed] = ex.put(out["checkpoint"])
+        elif attempt <= self.recipe.retries:
+            log.warning("base model (seed %s) failed, retrying: %s", seed, rec.get("error"))
+            running[ex.submit("base", self._task(seed))] = ("base", seed, attempt + 1)
+        else:
+            base_failed[seed] = rec.get("error") or "unknown error"
+            self.store.put_base(seed, {"status": "failed", "error": base_failed[seed]})
+
+    def _finish_cell(self, kind, c: Cell, out, attempt, attempts, errors, submit_cell) -> None:
+        rec = out["record"]
+        key = (c.variant, c.seed)
+        if out.get("crash"):
+            from .cell import new_record
+
+            rec = {**new_record(self.specs[c.variant]), "seed": c.seed, **rec}
+        if out.get("checkpoint"):
+            write_bytes_atomic(self.variant_path(c.variant, c.seed), out["checkpoint"])
+        if rec.get("status") == "failed":
+            errors.setdefault(key, []).append(rec.get("error") or "unknown error")
+        rec["attempts"] = attempt
+        if errors.get(key):
+            rec["errors"] = list(errors[key])
+        rec["env"] = getattr(self.store, "env_id", None)
+        self.store.put_cell(c.variant, c.seed, rec)
+        if kind == "cell":
+            self.ran.append(c.id)
+            self.store.write_view(self.order, self.recipe.seeds)
+            _emit(self.progress, event="variant", variant=self._label(c), status=rec["status"])
+        if rec.get("status") == "failed" and attempt <= self.recipe.retries:
+            log.warning("cell %s failed (attempt %d), retrying: %s", c.id, attempt, rec.get("error"))
+            submit_cell(c, build_only=kind == "build")
+
+    def _commit_failure(self, c: Cell, error: str, attempts, errors) -> None:
+        from .cell import new_record
+
+        rec = {**new_record(self.specs[c.variant]), "seed": c.seed, "status": "failed", "error": error,
+               "attempts": attempts.get((c.variant, c.seed), 0)}
+        self.store.put_cell(c.variant, c.seed, rec)
+        self.store.write_view(self.order, self.recipe.seeds)
+        _emit(self.progress, event="variant", variant=self._label(c), status="failed")
 
 
-def run_recipe(recipe: Recipe, out_dir, progress: Progress = None, fresh: bool = False) -> Dict[str, Any]:
+def run_recipe(recipe: Recipe, out_dir, progress: Progress = None, fresh: bool = False,
+               executor: Optional[Executor] = None) -> Dict[str, Any]:
     """Run ``recipe`` into ``out_dir`` (resuming what is there) and return the results."""
-    return Runner(recipe, out_dir, progress, fresh).run()
+    return Runner(recipe, out_dir, progress, fresh, executor).run()
+
+
+def plan(recipe: Recipe, out_dir) -> List[Tuple[Cell, str]]:
+    """What ``run`` would do for each cell, from results.json without locking: ``build``,
+    ``evaluate`` (some checks missing) or ``skip`` (done)."""
+    import json
+
+    path = Path(out_dir) / "results.json"
+    old: Dict[Tuple[str, int], Dict[str, Any]] = {}
+    if path.exists():
+        try:
+            res = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            res = {}
+        for v in res.get("cells") or [{**v, "seed": res.get("seed", 0)} for v in res.get("variants") or []]:
+            old[(v.get("name"), v.get("seed"))] = v
+    runner = Runner(recipe, out_dir)
+    out = []
+    for c in recipe.cells():
+        todo = needs_work(recipe, runner.specs[c.variant], old.get((c.variant, c.seed)),
+                          runner._has_model(c.variant, c.seed))
+        out.append((c, todo))
+    return out
