@@ -262,3 +262,48 @@ def test_failed_cell_is_retried(tmp_path):
     assert by["explodes"]["status"] == "failed" and by["explodes"]["attempts"] == 2
     assert len(by["explodes"]["errors"]) == 2 and "TrainingDiverged" in by["explodes"]["errors"][0]
     assert by["dense"]["status"] == "ok" and by["dense"]["attempts"] == 1
+
+
+# -- report: intervals, compare ------------------------------------------------------------------
+def _fake_run(folder: Path, clean: float, pgd: float, n: int = 1000) -> Path:
+    def m(acc):
+        return annotate_metrics({"accuracy": acc, "samples": n})
+    res = {"schema": 1, "name": folder.name, "seed": 0, "seeds": [0],
+           "recipe": {"evaluate": [{"check": "clean"}, {"check": "pgd"}]},
+           "variants": [{"name": "dense", "status": "ok", "method": None, "size_bytes": 4000,
+                         "metrics": {"clean": m(0.95), "pgd": m(0.40)}},
+                        {"name": "int4", "status": "ok", "method": "quant.uniform", "params": {"bits": 4},
+                         "size_bytes": 600, "metrics": {"clean": m(clean), "pgd": m(pgd)}}]}
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(res))
+    return folder
+
+
+def test_compare_marks_only_non_overlapping_intervals(tmp_path):
+    from sturdynet.cli import main
+    from sturdynet.report.compare import compare_table, load_runs
+
+    a = _fake_run(tmp_path / "a", clean=0.90, pgd=0.50)
+    b = _fake_run(tmp_path / "b", clean=0.80, pgd=0.51)
+    t = compare_table(load_runs([a, b]))
+    assert [c.title for c in t.columns] == ["Variant", "Method", "Clean (a)", "Robust (a)", "Clean (b)", "Robust (b)"]
+    int4 = dict(zip([c.title for c in t.columns], t.rows[1]))
+    assert int4["Clean (b)"].text.startswith("▼ 80.0% [77.4, 82.4]") and int4["Clean (b)"].cls == "danger"
+    assert not int4["Robust (b)"].text.startswith(("▲", "▼"))  # 50 % vs 51 % on 1000 samples: overlap
+    dense = dict(zip([c.title for c in t.columns], t.rows[0]))
+    assert not any(c.text.startswith(("▲", "▼")) for c in dense.values())
+    assert main(["-q", "compare", str(a), str(b), "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp" / "compare.html").exists() and (tmp_path / "cmp" / "plots" / "compare_frontier.png").exists()
+    assert "▼" in (tmp_path / "cmp" / "compare.md").read_text()
+
+
+def test_report_shows_intervals_and_seed_spread(inprocess_grid):
+    from sturdynet.report import render_report
+
+    out, _, _ = inprocess_grid
+    render_report(out)
+    md = (out / "report.md").read_text()
+    assert "**Seeds** | 0, 1" in md and "95 % interval" in md and "Not run yet" not in md
+    row = next(line for line in md.splitlines() if line.startswith("| **q@bits=8+per_channel=True**"))
+    assert "±" in row and "\\[" in row  # mean ± std over seeds [interval]
+    assert "seed_accuracy.1" in md

@@ -44,7 +44,8 @@ def mean_curve(curves: List[List[dict]]) -> List[dict]:
     for f in xs:
         accs = [[p for p in c if p["flips"] <= f][-1]["accuracy"] for c in curves]
         ms = mean_std(accs)
-        out.append({"flips": f, "accuracy": ms["mean"], "std": ms["std"], "trials": len(accs)})
+        out.append({"flips": f, "accuracy": ms["mean"], "std": ms["std"], "trials": len(accs),
+                    "trial_accuracy": [float(a) for a in accs]})
     return out
 
 

@@ -16,7 +16,7 @@ from typing import List, Optional
 
 from ..core.params import ConfigError
 
-COMMANDS = ["run", "validate", "train", "evaluate", "export", "report", "list"]
+COMMANDS = ["run", "validate", "train", "evaluate", "export", "report", "list", "compare"]
 
 
 def _modules():

@@ -85,6 +85,8 @@ def mean_std(values: Sequence[float]) -> Dict[str, float]:
 
 
 def curve_point(key: str, x: float, accs: List[float], **extra: float) -> dict:
-    """One point of an accuracy curve: ``{key: x, accuracy: mean, std: ..., trials: n}``."""
+    """One point of an accuracy curve: ``{key: x, accuracy: mean, std: ..., trials: n, ...extra,
+    trial_accuracy: [per-trial values]}`` (the per-trial values last, so ``key`` stays the x key)."""
     ms = mean_std(accs)
-    return {key: x, "accuracy": ms["mean"], "std": ms["std"], "trials": len(accs), **extra}
+    return {key: x, "accuracy": ms["mean"], "std": ms["std"], "trials": len(accs), **extra,
+            "trial_accuracy": [float(a) for a in accs]}

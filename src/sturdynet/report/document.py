@@ -40,8 +40,7 @@ def _alerts(view: RunView) -> List[Block]:
         out.append(para(Text(f"{len(bad)} of {len(view.variants)} variants did not finish", "strong"), f": {names}.",
                         cls="danger" if any(v.get("status") == "failed" for v in bad) else ""))
     done = {v["name"] for v in view.variants}
-    todo = [v.get("name") for v in view.recipe.get("variants") or [] if isinstance(v, Mapping)
-            and isinstance(v.get("name"), str) and v["name"] not in done]
+    todo = [n for n in view.planned_variants() if n not in done]
     if todo:
         out.append(para(Text("Not run yet", "strong"), ": " + ", ".join(todo) + " (the run is in progress or was "
                         "stopped; rerun it to resume)."))

@@ -20,6 +20,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocato
 
 from .format import fmt_bytes, fmt_num, x_label
 from .model import Figure
+from .uncertainty import interval
 from .view import RunView
 
 PLOT_DIR = "plots"
@@ -141,6 +142,18 @@ def _labelled_points(ax, pts: List[Tuple[str, float, float]], palette: _Palette,
                         arrowprops=dict(arrowstyle="-", color=color, lw=0.5, alpha=0.6) if abs(off) > 3 else None)
 
 
+def _error_bars(ax, view: RunView, pts: List[Tuple[str, float, float]], check_of, palette: _Palette) -> None:
+    """95 % interval of each point (from results.json's ``ci95``) as a vertical bar."""
+    by_name = {v["name"]: v for v in view.ok_variants}
+    for name, size, acc in pts:
+        cid = check_of(by_name[name])
+        iv = interval(view.metrics(by_name[name]).get(cid)) if cid else None
+        if iv is not None:
+            y = 100 * acc
+            ax.errorbar([size], [y], yerr=[[max(0.0, y - 100 * iv[0])], [max(0.0, 100 * iv[1] - y)]], fmt="none",
+                        ecolor=palette(name)[0], elinewidth=1, capsize=2, alpha=0.8, zorder=2)
+
+
 def size_plot(view: RunView, cid: str, path: Path, palette: _Palette) -> bool:
     """Accuracy of one check against model size, one labelled point per ok variant."""
     pts = [(v["name"], v["size_bytes"], view.accuracy(v, cid)) for v in view.ok_variants]
@@ -151,6 +164,7 @@ def size_plot(view: RunView, cid: str, path: Path, palette: _Palette) -> bool:
     ax = fig.add_subplot()
     masked = [v["name"] for v in view.ok_variants if view.masked(v, cid)]
     _labelled_points(ax, pts, palette, masked=masked)
+    _error_bars(ax, view, pts, lambda v: cid, palette)
     _bytes_axis(ax, [p[1] for p in pts])
     _percent_axis(ax)
     _mask_legend(ax, bool(masked), loc="lower right", fontsize=8)
@@ -173,6 +187,8 @@ def frontier_plot(view: RunView, path: Path, palette: _Palette) -> bool:
     _labelled_points(ax, clean, palette, marker="o", masked=[v["name"] for v in view.ok_variants
                                                              if view.masked(v, view.clean_id)])
     _labelled_points(ax, rob, palette, marker="s", label_points=False, hollow=True, masked=masked)
+    _error_bars(ax, view, clean, lambda v: view.clean_id, palette)
+    _error_bars(ax, view, rob, lambda v: view.robust(v).source, palette)
     robust_of = {name: r for name, _, r in rob}
     for name, s, a in clean:
         if name in robust_of:

@@ -8,10 +8,11 @@ from .format import (DASH, fmt_bits, fmt_bytes, fmt_int, fmt_num, fmt_params, fm
                      method_steps)
 from .model import Cell, Column, Para, Table, Text, para
 from .schema import validate_results
+from .uncertainty import fmt_acc, interval
 from .view import RunView
 
 #: metric keys that are not shown as scalar extras in the per-check tables
-_NOT_EXTRAS = ("accuracy", "per_sample", "curve", "flags", "error", "check_key")
+_NOT_EXTRAS = ("accuracy", "per_sample", "curve", "flags", "error", "check_key", "ci95")
 _MAX_CURVE_COLUMNS = 12
 #: parameters shown beside the method in the summary (all of them in the variants table)
 KEY_PARAMS = 3
@@ -65,7 +66,8 @@ def _accuracy_cell(view: RunView, v: Mapping[str, Any], cid: str) -> Cell:
     if view.check_error(v, cid) is not None:
         return Cell("error", cls="failed")
     masked = view.masked(v, cid) and view.accuracy(v, cid) is not None
-    return Cell(fmt_pct(view.accuracy(v, cid)), cls="masked" if masked else "", mark=MASK_MARK if masked else "")
+    return Cell(fmt_acc(view.metrics(v).get(cid)),  # with its interval / spread when recorded
+                cls="masked" if masked else "", mark=MASK_MARK if masked else "")
 
 
 def check_title(view: RunView, cid: str) -> str:
@@ -101,12 +103,19 @@ def main_table(view: RunView) -> Table:
                  _accuracy_cell(view, v, view.clean_id) if view.clean_id else Cell(f["clean"])]
         if has_robust:
             masked = view.robust_masked(v) and f["robust"] != DASH
-            cells.append(Cell(f["robust"], strong=f["robust"] != DASH, cls="masked" if masked else "",
-                              mark=MASK_MARK if masked else ""))
+            cells.append(Cell(f["robust"] + _robust_interval(view, v), strong=f["robust"] != DASH,
+                              cls="masked" if masked else "", mark=MASK_MARK if masked else ""))
         cells += [_accuracy_cell(view, v, c) for c in view.other_ids]
         cells.append(_status_cell(f["status"]))
         rows.append(tuple(cells))
     return Table(tuple(cols), tuple(rows), tuple(_main_notes(view, has_robust, rows)), cls="main")
+
+
+def _robust_interval(view: RunView, v: Mapping[str, Any]) -> str:
+    src = view.robust(v).source
+    m = view.metrics(v).get(src) if src else None
+    text = fmt_acc(m) if m else ""
+    return text[len(fmt_pct(m["accuracy"])):] if m and "accuracy" in m else ""
 
 
 def _main_notes(view: RunView, has_robust: bool, rows: List[Tuple[Cell, ...]] = ()) -> List[Para]:
@@ -115,6 +124,13 @@ def _main_notes(view: RunView, has_robust: bool, rows: List[Tuple[Cell, ...]] = 
         notes.append(para(Text(MASK_MARK, "strong"), " the check raised a gradient-masking warning for this "
                           "variant: a gradient attack alone may overstate its robustness (see Warnings; plots "
                           "mark these values with a red ×).", cls="note"))
+    if any(interval(m) for v in view.variants for m in view.metrics(v).values() if isinstance(m, Mapping)):
+        seeds = view.results.get("seeds") or []
+        notes.append(para("Accuracies show their 95 % interval [low, high]: Wilson's, from the number of test "
+                          "samples" + (f"; over {len(seeds)} seeds the value is the mean, ± the std over seeds, "
+                                       "and the interval also covers the spread over seeds (per-seed values in "
+                                       "the check tables)" if len(seeds) > 1 else "")
+                          + ". Fault checks (means over random trials) show ± the std over trials.", cls="note"))
     ref_name, ref_size = view.reference
     if ref_name is not None:
         what = "the dense variant" if view.reference_is_dense else "the largest variant (no dense variant)"
@@ -268,7 +284,15 @@ def _data_fact(d: Mapping[str, Any]) -> str:
 def facts_table(view: RunView) -> Table:
     """The run's facts: recipe, seed, data, model, training, versions, commit, machine, times."""
     r, recipe = view.results, view.recipe
-    rows: List[Tuple[str, str]] = [("Recipe", str(r["name"])), ("Seed", fmt_num(r.get("seed")))]
+    seeds = r.get("seeds") if isinstance(r.get("seeds"), list) and len(r["seeds"]) > 1 else None
+    rows: List[Tuple[str, str]] = [("Recipe", str(r["name"])), ("Seeds", ", ".join(fmt_num(x) for x in seeds))
+                                   if seeds else ("Seed", fmt_num(r.get("seed")))]
+    envs = r.get("environments") if isinstance(r.get("environments"), list) else []
+    if len(envs) > 1:  # resumed under another thread count / device / library versions
+        rows.append(("Environments", "; ".join(
+            f"#{e.get('id')}: {(e.get('env') or {}).get('threads')} threads, {(e.get('env') or {}).get('device')}, "
+            f"torch {((e.get('env') or {}).get('versions') or {}).get('torch')}" for e in envs if isinstance(e, Mapping))
+            + " (each variant's cells name theirs in results.json)"))
     if r.get("data"):
         rows.append(("Data", _data_fact(r["data"])))
     model = recipe.get("model")

@@ -141,6 +141,14 @@ class RunView:
         m = self.metrics(variant).get(check_id) or {}
         return m.get("error") if "accuracy" not in m else None
 
+    def planned_variants(self) -> List[str]:
+        """Names of every variant the run builds: a sweep's expanded names, else the recipe's."""
+        sweep = self.results.get("sweep")
+        if isinstance(sweep, Mapping) and isinstance(sweep.get("variant_names"), list):
+            return [n for n in sweep["variant_names"] if isinstance(n, str)]
+        return [v["name"] for v in self.recipe.get("variants") or []
+                if isinstance(v, Mapping) and isinstance(v.get("name"), str)]
+
     # ---- sizes --------------------------------------------------------------------
     def _reference(self) -> Tuple[Optional[str], Optional[int]]:
         sized = [v for v in self.variants if isinstance(v.get("size_bytes"), int)]

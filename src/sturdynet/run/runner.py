@@ -138,7 +138,7 @@ class Runner:
         return {"name": r.name, "recipe": r.to_dict(), "seed": r.seeds[0], "versions": versions(),
                 "git_commit": git_commit(), "machine": machine(str(self.device), threads),
                 "data": self.data.describe(),
-                **({"sweep": {"seeds": list(r.seeds), "cells": len(r.cells()), "variants": len(self.order)}}
+                **({"sweep": {"seeds": list(r.seeds), "cells": len(r.cells()), "variant_names": self.order}}
                    if r.sweep is not None else {})}
 
     def _task(self, seed: int, **kw: Any) -> Dict[str, Any]:
