@@ -4,7 +4,8 @@ local process pool and on local Ray, at 1 and 2 workers; overhead per cell again
 Every configuration runs into a fresh folder; the configurations are interleaved and repeated
 (``--rounds``) so that load from other users of the machine hits all of them alike; the median
 per configuration is reported. Ray's start (``ray.init``) and the pool's process start are
-part of the wall time, measured separately too.
+part of the wall time (Ray's start is also given separately); the driver is warmed up by
+one untimed in-process run first, pool and Ray workers pay their own imports.
 
     nice -n 10 python bench/sweep_scaling.py --rounds 2
 
@@ -31,12 +32,12 @@ from sturdynet.run.runner import Runner  # noqa: E402
 RECIPE = {
     "name": "sweep-scaling", "seed": 0,
     "data": {"name": "digits", "subset": {"train": 600, "test": 300}},
-    "model": {"name": "mlp", "hidden": [128, 64]},
-    "train": {"epochs": 2, "batch_size": 64, "lr": 0.1},
+    "model": {"name": "small_cnn", "width": 8},
+    "train": {"epochs": 2, "batch_size": 64, "lr": 0.05},
     "variants": [{"name": "q", "method": "quant.uniform", "bits": 8}],
     "sweep": {"seeds": [0, 1], "grid": {"variants.q.bits": [2, 3, 4, 5, 6, 8],
                                         "variants.q.per_channel": [True, False]}},
-    "evaluate": [{"check": "clean"}, {"check": "pgd", "eps": 0.1, "steps": 5, "samples": 100}],
+    "evaluate": [{"check": "clean"}, {"check": "pgd", "eps": 0.1, "steps": 20, "samples": 300}],
 }
 CONFIGS = [("inprocess", 1), ("pool", 1), ("pool", 2), ("ray", 1), ("ray", 2)]
 
@@ -66,6 +67,7 @@ def main() -> None:
     torch.set_num_threads(1)
     configs = [c for c in CONFIGS if not (args.skip_ray and c[0] == "ray")]
     runs = {f"{k}x{w}": [] for k, w in configs}
+    run_once("inprocess", 1)  # warm-up: imports, data cache and torch kernels of the driver process
     ref_metrics = None
     for r in range(args.rounds):
         for kind, workers in configs:

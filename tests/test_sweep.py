@@ -307,3 +307,38 @@ def test_report_shows_intervals_and_seed_spread(inprocess_grid):
     row = next(line for line in md.splitlines() if line.startswith("| **q@bits=8+per_channel=True**"))
     assert "±" in row and "\\[" in row  # mean ± std over seeds [interval]
     assert "seed_accuracy.1" in md
+
+
+def test_check_naming_another_variant_gets_its_model(tmp_path):
+    """A transfer check with a compressed surrogate: the surrogate is built first, every cell of
+    the same seed (the surrogate's own included) gets its model."""
+    r = dict(GRID, sweep={"seeds": [0], "grid": {"variants.q.bits": [4, 8]}},
+             variants=[{"name": "dense"}, {"name": "q", "method": "quant.uniform", "bits": 8},
+                       {"name": "src", "method": "prune.global_magnitude", "sparsity": 0.5}],
+             evaluate=[{"check": "clean"}, {"check": "transfer", "surrogate": "src", "attack": "fgsm", "eps": 0.1,
+                                            "samples": 30}])
+    res = run_recipe(parse_recipe(r), tmp_path)
+    assert [v["name"] for v in res["variants"]] == ["dense", "q@bits=4", "q@bits=8", "src"]
+    for v in res["variants"]:
+        assert v["status"] == "ok", v.get("error")
+        assert v["metrics"]["transfer"]["surrogate"] == "src"
+    assert res["variants"][3]["metrics"]["transfer"]["same_model"] is True
+
+
+def test_resume_on_other_thread_count_warns_and_records_both(tmp_path):
+    import torch
+
+    one = dict(GRID, sweep={"seeds": [0], "grid": {"variants.q.bits": [8]}})
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        run_recipe(parse_recipe(one), tmp_path)
+        torch.set_num_threads(2)
+        events = []
+        res = run_recipe(parse_recipe(one), tmp_path, progress=events.append)
+    finally:
+        torch.set_num_threads(before)
+    warns = [e["text"] for e in events if e["event"] == "warning"]
+    assert len(warns) == 1 and "threads" in warns[0]
+    assert [e["env"]["threads"] for e in res["environments"]] == [1, 2]
+    assert res["variants"][0]["env"] == 0  # the cell ran (and was kept) under the first environment

@@ -2,7 +2,7 @@
 
 Executors (:mod:`sturdynet.run.executor`) run these in the driver, in pool processes or on
 Ray workers; the same code runs everywhere, so results do not depend on the executor.
-A task is a dict of JSON-able values plus checkpoint bytes; the result is the record to
+A task is a dict of the (picklable) recipe, JSON-able values and checkpoint bytes; the result is the record to
 store plus the checkpoint bytes to write. Workers never touch the run folder: the driver
 is its only writer. Each task seeds torch itself and sets the driver's thread count, so a
 cell's numbers do not depend on which cells ran before it in the same process.
@@ -72,11 +72,14 @@ def _emit(progress: Progress, **event: Any) -> None:
         progress(event)
 
 
-def _recipe(d: Dict[str, Any]) -> Recipe:
-    key = stable_hash(d)
+def _recipe(r: Any) -> Recipe:
+    """The task's recipe: the (pickled) Recipe itself, or a recipe mapping parsed once per process."""
+    if isinstance(r, Recipe):
+        return r
+    key = stable_hash(r)
     if key not in _RECIPES:
         _RECIPES.clear()
-        _RECIPES[key] = parse_recipe(d)
+        _RECIPES[key] = parse_recipe(r)
     return _RECIPES[key]
 
 

@@ -142,7 +142,7 @@ class Runner:
                    if r.sweep is not None else {})}
 
     def _task(self, seed: int, **kw: Any) -> Dict[str, Any]:
-        return {"recipe": self.recipe.to_dict(), "seed": seed, "threads": torch.get_num_threads(),
+        return {"recipe": self.recipe, "seed": seed, "threads": torch.get_num_threads(),
                 "device": str(self.device), "show_seed": self.multi_seed, **kw}
 
     def run(self) -> Dict[str, Any]:
@@ -161,6 +161,7 @@ class Runner:
             for w in self.store.start(self._header(), base_key(r), env):
                 log.warning("%s", w)
                 _emit(self.progress, event="warning", text=w)
+            self.store.write_view(self.order, r.seeds)
             self._schedule(ex)
             self._load_first_base()
             return self.store.write_view(self.order, r.seeds)
@@ -194,6 +195,7 @@ class Runner:
         builds = [Cell(s, n) for s in r.seeds for n in sorted(refs)]
         waiting_builds = {(c.variant, c.seed) for c in builds}
         waiting = list(cells)
+        dep_blobs: Dict[Tuple[str, int], Any] = {}  # referenced variants' checkpoints, put once
 
         def submit_cell(c: Cell, build_only: bool) -> bool:
             old = store.cell(c.variant, c.seed)
@@ -208,8 +210,10 @@ class Runner:
                 return False
             deps = {}
             for n in refs - {c.variant}:
-                if self.variant_path(n, c.seed).exists():
-                    deps[n] = ex.put(self.variant_path(n, c.seed).read_bytes())
+                if (n, c.seed) not in dep_blobs and self.variant_path(n, c.seed).exists():
+                    dep_blobs[(n, c.seed)] = ex.put(self.variant_path(n, c.seed).read_bytes())
+                if (n, c.seed) in dep_blobs:
+                    deps[n] = dep_blobs[(n, c.seed)]
             model = self._model_blob(c.variant, c.seed) if todo == "evaluate" else None
             task = self._task(c.seed, variant=c.variant, todo=todo, base=bases[c.seed], deps=deps, old=old,
                               model=model)
@@ -256,6 +260,7 @@ class Runner:
                 log.warning("%s", w)
                 self.store.add_warning(w)
             self.store.put_base(seed, rec)
+            self.store.write_view(self.order, self.recipe.seeds)
             bases[seed] = ex.put(out["checkpoint"])
         elif attempt <= self.recipe.retries:
             log.warning("base model (seed %s) failed, retrying: %s", seed, rec.get("error"))
