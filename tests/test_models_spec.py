@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import sys
 
 import pytest
 import torch
@@ -193,3 +194,48 @@ def test_factory_checkpoint_loads_back_only_when_named(tmp_path, digits):
     x = digits.test.x[:8]
     with torch.no_grad():
         assert torch.equal(back(x), model(x))
+
+
+def _fake_torchvision():
+    import types
+
+    def get_model(name, **kw):
+        if name != "resnet18":
+            raise ValueError(f"Unknown model {name}")
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(4, kw["num_classes"]))
+
+    tv = types.ModuleType("torchvision")
+    tv.models = types.SimpleNamespace(get_model=get_model, list_models=lambda: ["resnet18", "resnet34", "vgg11"])
+    return tv
+
+
+def test_torchvision_path_goes_through_get_model_only(monkeypatch):
+    """With a stand-in torchvision module: the spec calls get_model(name, num_classes=data's),
+    and an unknown name lists the nearest names (list_models is consulted only then)."""
+    monkeypatch.setitem(sys.modules, "torchvision", _fake_torchvision())
+    model = build_from_spec(parse_model_spec("torchvision.resnet18"), 3, 7, (8, 8))
+    assert model(torch.rand(2, 3, 8, 8)).shape == (2, 7)
+    with pytest.raises(ConfigError, match=r"nearest: torchvision.resnet18, torchvision.resnet34"):
+        build_from_spec(parse_model_spec("torchvision.resnet_18"), 3, 7, (8, 8))
+
+
+def test_timm_path_goes_through_create_model(monkeypatch):
+    import types
+
+    seen = {}
+
+    def create_model(name, **kw):
+        if name != "tiny":
+            raise RuntimeError(f"Unknown model ({name})")
+        seen.update(kw)
+        return nn.Sequential(nn.Conv2d(kw["in_chans"], 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(4, kw["num_classes"]))
+
+    monkeypatch.setitem(sys.modules, "timm", types.SimpleNamespace(create_model=create_model,
+                                                                   list_models=lambda: ["tiny", "tinier"]))
+    model = build_from_spec(parse_model_spec({"name": "timm.tiny"}), 1, 10, (8, 8))
+    assert seen == {"num_classes": 10, "in_chans": 1, "pretrained": False}
+    assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="nearest: timm.tiny"):
+        build_from_spec(parse_model_spec({"name": "timm.tinyy"}), 1, 10, (8, 8))

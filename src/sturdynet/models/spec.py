@@ -156,25 +156,34 @@ def _import_extra(pkg: str) -> Any:
 
 
 def _torchvision(name: str, kwargs: Dict[str, Any], num_classes: int) -> nn.Module:
+    """``torchvision.models.get_model``; only an unknown name consults ``list_models`` (for the
+    nearest names)."""
     tv = _import_extra("torchvision")
-    names = tv.models.list_models()
-    if name not in names:
-        raise ConfigError("model.name", _nearest(name, [f"torchvision.{n}" for n in names], "torchvision")
-                          .replace(f"{name!r}", f"'torchvision.{name}'"))
     kwargs.setdefault("num_classes", num_classes)
-    return tv.models.get_model(name, **kwargs)
+    try:
+        return tv.models.get_model(name, **kwargs)
+    except (ValueError, KeyError) as e:
+        names = tv.models.list_models()
+        if name in names:
+            raise ConfigError("model", f"torchvision.{name}: {e}") from None
+        raise ConfigError("model.name", _nearest(f"torchvision.{name}", [f"torchvision.{n}" for n in names],
+                                                 "torchvision")) from None
 
 
 def _timm(name: str, kwargs: Dict[str, Any], in_channels: int, num_classes: int) -> nn.Module:
+    """``timm.create_model`` (never downloads: ``pretrained`` defaults to false); only an
+    unknown name consults ``list_models``."""
     timm = _import_extra("timm")
-    names = timm.list_models()
-    if name not in names and not timm.is_model(name):
-        raise ConfigError("model.name", _nearest(name, [f"timm.{n}" for n in names], "timm")
-                          .replace(f"{name!r}", f"'timm.{name}'"))
     kwargs.setdefault("num_classes", num_classes)
     kwargs.setdefault("in_chans", in_channels)
     kwargs.setdefault("pretrained", False)
-    return timm.create_model(name, **kwargs)
+    try:
+        return timm.create_model(name, **kwargs)
+    except RuntimeError as e:
+        if "nknown model" not in str(e):
+            raise
+        names = timm.list_models()
+        raise ConfigError("model.name", _nearest(f"timm.{name}", [f"timm.{n}" for n in names], "timm")) from None
 
 
 def resolve_factory(ref: str) -> Any:
