@@ -44,7 +44,8 @@ def _inspect(path: str) -> int:
 
     blob = read_packed(path)
     arch = blob["arch"]
-    print(f"{path}: model {arch['model'].get('name')}, steps {[s.get('method') for s in arch.get('steps', [])]}, "
+    label = arch["model"].get("name") or arch["model"].get("factory")
+    print(f"{path}: model {label}, steps {[s.get('method') for s in arch.get('steps', [])]}, "
           f"payload {blob['payload'].numel()} bytes, floats {blob['float_dtype']}")
     for e in blob["entries"]:
         kind = e["kind"] + (f"{e['bits']}" if "bits" in e else "")
