@@ -289,7 +289,8 @@ def build_from_spec(spec: ModelSpec, in_channels: int, num_classes: int, input_s
         wrapped = InputNormalized(net, *spec.normalization) if spec.normalization else net
     if load and spec.weights:
         state = read_state_dict(spec.weights)
-        target = wrapped if wrapped is not net and all(k in wrapped.state_dict() for k in state) else net
+        outer = wrapped.state_dict().keys() if wrapped is not net else ()
+        target = wrapped if outer and all(k in outer for k in state) else net
         load_weights(target, state, f"weights {spec.weights}")
     return wrapped
 
