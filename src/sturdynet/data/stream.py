@@ -228,6 +228,8 @@ class LazyImages:
         if isinstance(key, int):
             return np.array([key])
         k = key.cpu().numpy() if isinstance(key, Tensor) else np.asarray(key)
+        if k.ndim == 0:
+            return np.array([int(k)])
         return np.nonzero(k)[0] if k.dtype == bool else k.astype(np.int64)
 
     def subset(self, key) -> "LazyImages":
@@ -238,7 +240,9 @@ class LazyImages:
         if len(pos) == 0:
             return torch.empty((0, *self.source.shape))
         out = self.source.load(self.index[pos])
-        return out[0] if isinstance(key, int) else out
+        scalar = isinstance(key, int) or (not isinstance(key, slice) and np.ndim(np.asarray(
+            key.cpu() if isinstance(key, Tensor) else key)) == 0)
+        return out[0] if scalar else out
 
     def split(self, batch_size: int) -> Iterator[Tensor]:
         """Decoded batches in order (a DataLoader with ``workers`` decoding processes)."""
