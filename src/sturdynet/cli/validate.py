@@ -26,11 +26,11 @@ def summary_lines(recipe, source: str) -> List[str]:
     from ..report.format import fmt_params
 
     tr = recipe.train
+    model_facts = {k: v for k, v in recipe.model.to_dict().items() if k not in ("name", "factory")}
     lines = [f"recipe {recipe.name!r} from {source}: valid",
              f"  seed {recipe.seed}, device {recipe.device}",
              f"  data   {recipe.data.name}" + (f" ({fmt_params(recipe.data.kwargs())})" if recipe.data.params else ""),
-             f"  model  {recipe.model.name}" + (f" ({fmt_params(recipe.model.kwargs())})" if recipe.model.params
-                                               else ""),
+             f"  model  {recipe.model.label}" + (f" ({fmt_params(model_facts)})" if model_facts else ""),
              f"  train  {tr.epochs} epochs, batch {tr.batch_size}, lr {tr.lr:g}",
              f"  {len(recipe.variants)} variants:"]
     for v in recipe.variants:
