@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..core.callbacks import Callback, TrainState
 from ..core.method import TrainingContext, TrainingMethod, require_training
 from ..core.tensors import predict
 from ..core.params import rng
@@ -49,8 +50,10 @@ class FinePruningParams:
     stop before clean accuracy falls by more (None: remove exactly ``amount``);
     ``layer``: the producer to prune (default: the last prunable conv); ``samples``: clean
     validation images used (default all); ``epochs``: fine-tuning epochs after pruning (at
-    a tenth of the base learning rate unless ``lr``) on ``finetune_on`` data. A variant's
-    own ``finetune_epochs`` is a different thing: it trains afterwards on the training split."""
+    a tenth of the base learning rate unless ``lr``) on ``finetune_on`` data, with the batch-norm
+    running statistics ``bn_stats``: ``frozen`` (kept from the delivered model; the affine terms
+    still train) or ``train`` (re-estimated on the fine-tuning data). A variant's own
+    ``finetune_epochs`` is a different thing: it trains afterwards on the training split."""
 
     amount: float = rng(0, 1, "[)", default=0.9)
     max_accuracy_drop: Optional[float] = rng(0, 1, "[]", default=0.04)
@@ -61,6 +64,7 @@ class FinePruningParams:
     lr: Optional[float] = rng(0, None, "(]", default=None)
     min_channels: int = rng(1, None, default=1)
     physical: bool = True
+    bn_stats: Literal["train", "frozen"] = "train"
 
 
 def pick_group(model: nn.Module, layer: Optional[str]) -> ChannelGroup:
@@ -154,13 +158,24 @@ def _clean_split(ctx: TrainingContext, samples: Optional[int]) -> Split:
     return data.val.take(samples)
 
 
+class FrozenBNStats(Callback):
+    """Keeps every batch-norm layer in eval mode during training: its running statistics stay
+    those of the delivered model (its affine weight and bias still learn)."""
+
+    def on_epoch_begin(self, state: TrainState) -> None:
+        for m in state.model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
 def _finetune(model: nn.Module, params: FinePruningParams, ctx: TrainingContext, clean: Split) -> list:
     cfg = ctx.finetune(params.epochs, {"lr": params.lr} if params.lr else None, NAME)
+    cbs = [FrozenBNStats()] if params.bn_stats == "frozen" else []
     if params.finetune_on == "train":
-        return ctx.fit(model, cfg)
+        return ctx.fit(model, cfg, callbacks=cbs)
     empty = Split(clean.x[:0], clean.y[:0])
     data: DataBundle = dataclasses.replace(ctx.data, train=clean, val=empty)
-    return ctx.fit(model, cfg, data=data, seed=ctx.seed)
+    return ctx.fit(model, cfg, data=data, seed=ctx.seed, callbacks=cbs)
 
 
 @METHODS.register(NAME, params=FinePruningParams)
