@@ -29,7 +29,7 @@ import time
 import torch
 
 from sturdynet.attacks import create_attack
-from sturdynet.core.method import CompressContext
+from sturdynet.train.context import training_context
 from sturdynet.core.params import Component, from_dict
 from sturdynet.core.registry import ADVERSARIAL, DATASETS, METHODS, MODELS
 from sturdynet.data import load_data
@@ -54,7 +54,7 @@ def run_seed(seed: int, data, args) -> dict:
     cfg = TrainConfig(epochs=args.base_epochs, lr=0.05, batch_size=64, adversarial=adv)
     fit(base, data, cfg, seed=seed)
     out = {"seed": seed, "base": {"clean": evaluate_accuracy(base, data.test)["accuracy"], "robust": robust(base, data, args.eps)}}
-    ctx = CompressContext(data=data, train=cfg, seed=seed, fit=lambda m, c, **kw: fit(m, data, c, seed=seed, **kw))
+    ctx = training_context(data, cfg, seed=seed)
     for sp in args.sparsities:
         hp = from_dict(METHODS.params("prune.hydra"), {"sparsity": sp, "score_epochs": args.score_epochs, "score_lr": 0.1})
         h = METHODS.get("prune.hydra")().apply(base, hp, ctx)
