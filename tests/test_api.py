@@ -14,7 +14,9 @@ from sturdynet.models.spec import InputNormalized
 
 
 def test_import_stays_light():
-    code = "import sys, sturdynet; assert 'torch' not in sys.modules; from sturdynet import check; print('ok')"
+    code = ("import sys, sturdynet; assert 'torch' not in sys.modules; from sturdynet import check; "
+            "from sturdynet.run.store import versions; versions(); "
+            "assert not {'torchvision', 'timm', 'torch_pruning'} & set(sys.modules); print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
 

@@ -60,10 +60,15 @@ def versions() -> Dict[str, Optional[str]]:
 
     out: Dict[str, Optional[str]] = {"sturdynet": __version__, "python": platform.python_version(),
                                      "torch": torch.__version__, "numpy": numpy.__version__}
-    for mod in ("sklearn", "torchvision"):
+    from importlib.metadata import PackageNotFoundError, version
+
+    # installed versions read from package metadata: optional packages (torchvision, timm,
+    # torch-pruning) are never imported just to be named
+    for mod, dist in (("sklearn", "scikit-learn"), ("torchvision", "torchvision"), ("timm", "timm"),
+                      ("torch_pruning", "torch-pruning")):
         try:
-            out[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - optional packages
+            out[mod] = version(dist)
+        except PackageNotFoundError:
             out[mod] = None
     return out
 
