@@ -83,7 +83,9 @@ def test_robust_check_flags_masking(sign_net, digits):
     assert {"zero_gradients", "true_weaker_than_ste"} <= codes, m["flags"]
     assert all("gradient masking" in f for f in m["flags"] if f.split(":")[0] in codes)
     per = m["per_attack"]
-    assert list(per) == ["apgd-ce:true", "apgd-t:true", "apgd-ce:ste", "apgd-t:ste", "square"]
+    assert list(per) == ["apgd-ce:true", "apgd-t:true", "fab-t:true", "apgd-ce:ste", "apgd-t:ste", "fab-t:ste",
+                         "square"]  # the standard budget's members, in each gradient mode
+    assert m["budget"] == "custom" and m["budget_detail"]["steps"] == 10
     assert per["apgd-t:true"]["accuracy"] > 0.8  # true gradients alone: falsely robust
     assert m["accuracy"] < 0.05 and m["ste_only"] > 0.7
     assert m["zero_grad_fraction"] == 1.0

@@ -91,7 +91,7 @@ def test_robust_cascade_and_independent(trained_cnn, digits):
     cas = run("robust", trained_cnn, digits, eps=0.1)
     ind = run("robust", trained_cnn, digits, eps=0.1, cascade=False)
     assert cas["per_attack_scope"] == "cumulative" and ind["per_attack_scope"] == "own"
-    assert list(cas["per_attack"]) == ["apgd-ce", "apgd-t", "square"]  # float model: true gradients only
+    assert list(cas["per_attack"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]  # float model: true gradients only
     accs = [v["accuracy"] for v in cas["per_attack"].values()]
     assert accs == sorted(accs, reverse=True) and accs[-1] == pytest.approx(cas["accuracy"])
     for v in ind["per_attack"].values():  # worst case is below each attack's own accuracy
@@ -108,7 +108,8 @@ def test_robust_uses_ste_only_on_models_with_estimators(trained_cnn, digits):
     step = component(METHODS, {"method": "quant.uniform", "bits": 8}, "variant", key="method")
     q = run_steps(trained_cnn, [step], MethodContext(data=digits, seed=0))
     m = run("robust", q, digits, eps=0.1)
-    assert list(m["per_attack"]) == ["apgd-ce:true", "apgd-t:true", "apgd-ce:ste", "apgd-t:ste", "square"]
+    assert list(m["per_attack"]) == ["apgd-ce:true", "apgd-t:true", "fab-t:true", "apgd-ce:ste", "apgd-t:ste",
+                                     "fab-t:ste", "square"]
     # int8 weights only: inputs flow through float activations, so true gradients are not zero
     assert m["zero_grad_fraction"] == 0.0
     assert not any(f.startswith("true_weaker_than_ste") for f in m["flags"])

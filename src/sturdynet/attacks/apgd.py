@@ -19,7 +19,10 @@ Losses: cross-entropy, DLR (eq. 6) and targeted DLR (eq. 7). APGD-T (the AutoAtt
 variant) runs the targeted DLR loss against each of the ``n_target_classes`` most
 likely wrong classes in turn, on the points not yet fooled. Each sample returns its
 first misclassified iterate (targeted: classified as the target), otherwise its
-highest-loss point. Restarts run only on the points not yet fooled.
+highest-loss point. Restarts run only on the points not yet fooled, and a sample that
+is already misclassified (targeted: already the target; judged on the mean logits of
+``eot_iter`` passes) is returned as it is without being attacked, as the reference
+code does (one forward pass per batch).
 
 Deviations from the reference code: condition 2 is applied at the first checkpoint as
 the paper states (the reference code skips it there), and checkpoints are computed
@@ -145,7 +148,7 @@ class APGD(Attack):
 
     def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
         out = x.clone()
-        done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        done = self.success(self.logits(x), y, target)  # already fooled: nothing to do
         for r in range(self.restarts):
             todo = (~done).nonzero().flatten()
             if todo.numel() == 0:

@@ -31,12 +31,23 @@ from torch import Tensor, nn
 from ..core import progress
 from ..core.params import ConfigError, rng
 from ..core.registry import ATTACKS
-from ..core.tensors import eval_mode
+from ..core.tensors import eval_mode, model_device
 from ..quant.grad_mode import has_estimators
 from .base import Attack, AttackParams
 
 #: ensemble-level budgets passed to every member that declares the field
 SHARED = ("steps", "n_target_classes", "n_queries")
+
+#: AutoAttack's two documented versions (arXiv 2003.01690, and the authors' "rand" version
+#: for randomized defenses): members in AutoAttack's order, iterations, APGD-T / FAB-T
+#: targets, Square queries and EOT draws per gradient. sturdynet adds the straight-through
+#: members on models with a gradient switch, and keeps the gradient-free Square in "rand".
+BUDGETS: Dict[str, Dict[str, Any]] = {
+    "standard": {"attacks": ("apgd-ce", "apgd-t", "fab-t", "square"), "steps": 100, "n_target_classes": 9,
+                 "n_queries": 5000, "eot_iter": 1},
+    "rand": {"attacks": ("apgd-ce", "apgd-dlr", "square"), "steps": 100, "n_target_classes": 9,
+             "n_queries": 5000, "eot_iter": 20},
+}
 
 
 def member_spec(name: str) -> Tuple[str, Dict[str, Any], type]:
@@ -54,8 +65,10 @@ def ensemble_names() -> List[str]:
     return sorted(n for n in names if getattr(ATTACKS.get(ATTACKS.resolve(n)[0]), "ensemble", False))
 
 
-def parse_members(value: Any, path: str) -> Tuple[str, ...]:
+def parse_members(value: Any, path: str) -> Optional[Tuple[str, ...]]:
     """Validate an ``attacks`` list (a params ``parse`` hook): known ensemble members."""
+    if value is None:
+        return None
     if not isinstance(value, (list, tuple)) or not value:
         raise ConfigError(path, f"must be a non-empty list of attack names, got {value!r}")
     ok = ensemble_names()
@@ -71,7 +84,8 @@ class AutoAttackParams(AttackParams):
     (None: automatic), ``steps`` / ``n_target_classes`` / ``n_queries`` for the members that
     take them, ``cascade`` (each member only on the points still robust, AutoAttack's
     order), ``overrides`` (per entry, extra keyword arguments, e.g.
-    ``{"square": {"p_init": 0.3}}``)."""
+    ``{"square": {"p_init": 0.3}}``), ``draws`` (forward passes per verdict, for models
+    with a random forward pass; see :class:`EnsembleResult`)."""
 
     attacks: Tuple[str, ...] = field(default=("apgd-ce", "apgd-t", "square"), metadata={"parse": parse_members})
     grad_modes: Optional[Tuple[Literal["true", "ste"], ...]] = None
@@ -80,6 +94,7 @@ class AutoAttackParams(AttackParams):
     n_queries: int = rng(1, None, default=5000)
     cascade: bool = True
     overrides: Optional[dict] = None
+    draws: int = rng(1, None, default=1)
 
 
 @dataclass
@@ -98,15 +113,26 @@ class Member:
 class EnsembleResult:
     """Outcome of :meth:`AutoAttack.run` (tensors on the CPU, one entry per sample).
 
+    On a model with a random forward pass every verdict is measured over ``draws``
+    forward passes; a sample's *score* is its fraction of correct draws (0 or 1 when
+    ``draws == 1``), and the three scoring rules are: the mean of ``score`` (the headline,
+    AutoAttack's convention), ``majority`` (most draws correct for the clean input and for
+    every attack's example) and ``worst`` (every draw correct, for every example).
+
     Attributes:
-        x_adv: for each fooled sample the first adversarial example found, else x.
-        clean: correctly classified without attack.
-        robust: clean and not fooled by any attack (the worst case).
-        fooled: per member label, the samples that member fooled (among those it ran on).
+        x_adv: per sample the example with the lowest score (the first fooling one), else x.
+        clean: clean input correct in at least one draw (the samples the members attack).
+        robust: score still above 0 (some draw correct after every attack so far).
+        fooled: per member label, the samples that member fooled (majority of draws wrong)
+            among those it ran on.
         ran_on: per member label, the samples it was run on.
         members: the ensemble members in order.
         seconds: wall time per member label.
         cascade: whether members ran only on still-robust points.
+        clean_score, score, majority, worst: see above (``score``: the lowest over the clean
+            input and every example).
+        scores: per member label, the score of its example (the clean score where it did not run).
+        draws: forward passes per verdict.
     """
 
     x_adv: Tensor
@@ -117,6 +143,12 @@ class EnsembleResult:
     members: List[Member] = field(default_factory=list)
     seconds: Dict[str, float] = field(default_factory=dict)
     cascade: bool = True
+    clean_score: Optional[Tensor] = None
+    score: Optional[Tensor] = None
+    majority: Optional[Tensor] = None
+    worst: Optional[Tensor] = None
+    scores: Dict[str, Tensor] = field(default_factory=dict)
+    draws: int = 1
 
     def robust_after(self, label: str) -> Tensor:
         """Cascade: robust after the members up to ``label``; else ``label``'s own."""
@@ -125,6 +157,17 @@ class EnsembleResult:
         out = self.clean.clone()
         for m in self.members:
             out &= ~self.fooled[m.label]
+            if m.label == label:
+                return out
+        raise ValueError(f"no ensemble member {label!r}")
+
+    def score_after(self, label: str) -> Tensor:
+        """Like :meth:`robust_after`, as per-sample scores (the mean-over-draws rule)."""
+        if not self.cascade:
+            return torch.minimum(self.clean_score, self.scores[label])
+        out = self.clean_score.clone()
+        for m in self.members:
+            out = torch.minimum(out, self.scores[m.label])
             if m.label == label:
                 return out
         raise ValueError(f"no ensemble member {label!r}")
@@ -166,10 +209,17 @@ def build_members(model: nn.Module, attacks: Sequence[str], grad_modes: Optional
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
+def correct_fraction(model: nn.Module, x: Tensor, y: Tensor, draws: int = 1, batch_size: int = 256) -> Tensor:
+    """Per sample, the fraction of ``draws`` forward passes (eval mode) that classify it
+    correctly (CPU float tensor; 0 or 1 when ``draws == 1``)."""
+    dev = model_device(model)
+    out = torch.zeros(x.shape[0])
     with eval_mode(model):
-        outs = [model(x[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, x.shape[0], batch_size)]
-    return torch.cat(outs) if outs else torch.zeros(0, dtype=torch.long)
+        for i in range(0, x.shape[0], batch_size):
+            xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
+            hits = sum((model(xb).argmax(1) == yb).float() for _ in range(draws))
+            out[i:i + batch_size] = (hits / draws).cpu()
+    return out
 
 
 @ATTACKS.register("autoattack", params=AutoAttackParams)
@@ -192,30 +242,42 @@ class AutoAttack(Attack):
     def run(self, x: Tensor, y: Tensor) -> EnsembleResult:
         """Run every member; see :class:`EnsembleResult`."""
         self._check_inputs(x, y, None)
-        dev = self.device
         xc, yc = x.detach().cpu(), y.detach().cpu()
-        clean = _predict(self.model, xc, self.batch_size, dev) == yc
-        res = EnsembleResult(x_adv=xc.clone(), clean=clean, robust=clean.clone(), members=list(self.members),
-                             cascade=self.cascade)
+        c0 = correct_fraction(self.model, xc, yc, self.draws, self.batch_size)
+        res = EnsembleResult(x_adv=xc.clone(), clean=c0 > 0, robust=c0 > 0, cascade=self.cascade,
+                             clean_score=c0, score=c0.clone(), majority=c0 > 0.5, worst=c0 >= 1, draws=self.draws)
         for k, m in enumerate(self.members):
-            idx = (res.robust if self.cascade else clean).nonzero().flatten()
-            fooled = torch.zeros_like(clean)
-            t0 = time.perf_counter()
-            if idx.numel() and self.eps > 0:
-                atk = ATTACKS.create(m.attack, self.model, eps=self.eps, norm=self.norm, grad_mode=m.grad_mode,
-                                     batch_size=self.batch_size, seed=self.seed, eot_iter=self.eot_iter,
-                                     callback=self.callback, **m.kwargs)
-                with progress.part(k, len(self.members)):
-                    adv = atk(xc[idx], yc[idx]).cpu()
-                hit = _predict(self.model, adv, self.batch_size, dev) != yc[idx]
-                fooled[idx[hit]] = True
-                first = hit & res.robust[idx]
-                res.x_adv[idx[first]] = adv[first]
-            res.seconds[m.label] = time.perf_counter() - t0
-            res.fooled[m.label] = fooled
-            res.ran_on[m.label] = torch.zeros_like(clean).index_fill_(0, idx, True)
-            res.robust &= ~fooled
+            with progress.part(k, len(self.members)):
+                self.run_member(m, res, xc, yc)
         return res
+
+    def run_member(self, m: Member, res: EnsembleResult, x: Tensor, y: Tensor) -> None:
+        """Run one member on the samples it is due (cascade: still robust; else clean) and
+        fold its outcome into ``res`` (also for a member added after :meth:`run`)."""
+        if m not in res.members:
+            res.members.append(m)
+        idx = (res.robust if self.cascade else res.clean).nonzero().flatten()
+        fooled = torch.zeros_like(res.clean)
+        score = res.clean_score.clone()
+        t0 = time.perf_counter()
+        if idx.numel() and self.eps > 0:
+            atk = ATTACKS.create(m.attack, self.model, eps=self.eps, norm=self.norm, grad_mode=m.grad_mode,
+                                 batch_size=self.batch_size, seed=self.seed, eot_iter=self.eot_iter,
+                                 callback=self.callback, **m.kwargs)
+            adv = atk(x[idx], y[idx]).cpu()
+            c = correct_fraction(self.model, adv, y[idx], self.draws, self.batch_size)
+            fooled[idx] = c <= 0.5
+            score[idx] = c
+            better = c < res.score[idx]
+            res.x_adv[idx[better]] = adv[better]
+            res.score[idx] = torch.minimum(res.score[idx], c)
+            res.majority[idx] &= c > 0.5
+            res.worst[idx] &= c >= 1
+        res.seconds[m.label] = time.perf_counter() - t0
+        res.fooled[m.label] = fooled
+        res.scores[m.label] = score
+        res.ran_on[m.label] = torch.zeros_like(res.clean).index_fill_(0, idx, True)
+        res.robust = res.score > 0
 
     def __call__(self, x: Tensor, y: Tensor, target: Optional[Tensor] = None) -> Tensor:
         res = self.run(x, y)

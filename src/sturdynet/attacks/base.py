@@ -174,6 +174,10 @@ class Attack:
             raise ValueError(f"{self.name}: norm must be one of {', '.join(self.norms)}, got {self.norm!r}")
         if self.targeted and not self.supports_targeted:
             raise ValueError(f"{self.name} has no targeted mode")
+        if self.grad_mode == "ste" and not has_estimators(model):
+            raise ValueError(f"{self.name}: grad_mode='ste' but the model has no gradient switch (no quantizer and "
+                             "no sturdynet.quant.BPDA), so the attack would silently use true gradients; declare "
+                             "non-differentiable ops with sturdynet.quant.BPDA or use grad_mode='true'")
         self.model = model
         self.eps = float(self.eps)
         self.generator: Optional[torch.Generator] = None

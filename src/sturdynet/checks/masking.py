@@ -21,7 +21,7 @@ highlights.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -76,9 +76,12 @@ def forward_is_random(model: nn.Module, x: Tensor, batch_size: int = 64) -> bool
 
 
 def zero_gradient_flags(model: nn.Module, x: Tensor, y: Tensor, used_mode: str, tolerance: float,
-                        batch_size: int = 256) -> Tuple[Dict[str, float], List[str]]:
+                        batch_size: int = 256, ran: Optional[Dict[str, bool]] = None
+                        ) -> Tuple[Dict[str, float], List[str]]:
     """Zero-gradient metrics (true gradients, plus STE where the model has estimators)
-    and the flag when the gradients the attack relied on vanish."""
+    and the flag when the gradients the attack relied on vanish. For the ensemble
+    (``used_mode="ensemble"``), ``ran`` says whether straight-through (``"ste"``) and
+    gradient-free (``"free"``) members ran, so the text names only those."""
     metrics: Dict[str, float] = {}
     frac, elems = zero_gradient_fraction(model, x, y, "true", batch_size)
     metrics["zero_grad_fraction"] = frac
@@ -88,8 +91,11 @@ def zero_gradient_flags(model: nn.Module, x: Tensor, y: Tensor, used_mode: str, 
         metrics["zero_grad_fraction_ste"], _ = zero_gradient_fraction(model, x, y, "ste", batch_size)
     if frac > tolerance:
         if used_mode == "ensemble":
+            ran = ran or {}
+            others = [k for k, v in (("straight-through", ran.get("ste")), ("gradient-free", ran.get("free"))) if v]
             how = ("true-gradient attacks alone would report false robustness; the worst case here also counts "
-                   "straight-through and gradient-free attacks")
+                   f"{' and '.join(others)} attacks" if others else
+                   "only true-gradient attacks ran, so this robust accuracy is overstated")
         elif used_mode == "true":
             how = "this check attacked with true gradients, so its robust accuracy is overstated"
         else:
