@@ -91,7 +91,8 @@ def main_table(view: RunView) -> Table:
     cols = [Column("Variant"), Column("Method"), Column("Size", "right"), Column("Ratio", "right"),
             Column("Sparsity", "right"), Column("Bits", "right"), Column("Clean", "right")]
     if has_robust:
-        cols.append(Column("Robust", "right", view.robust_setting()))
+        budgets = robust_budgets(view)
+        cols.append(Column(f"Robust ({', '.join(budgets)})" if budgets else "Robust", "right", view.robust_setting()))
     cols += [check_column(view, c) for c in view.other_ids]
     cols.append(Column("Status"))
     rows = []
@@ -118,6 +119,28 @@ def _robust_interval(view: RunView, v: Mapping[str, Any]) -> str:
     return text[len(fmt_pct(m["accuracy"])):] if m and "accuracy" in m else ""
 
 
+def robust_budgets(view: RunView) -> List[str]:
+    """The attack budgets (``standard``, ``rand``, ``custom``) behind the robust column."""
+    rid = view.robust_id
+    ms = [view.metrics(v).get(rid) or {} for v in view.variants] if rid else []
+    return sorted({f"budget: {m['budget']}" for m in ms if m.get("budget")})
+
+
+def _budget_note(view: RunView) -> str:
+    """``; budget custom: ...`` with the numbers, and the scoring rule on randomized models."""
+    rid = view.robust_id
+    out = []
+    for v in view.variants:
+        m = (view.metrics(v).get(rid) or {}) if rid else {}
+        d = m.get("budget_detail")
+        if m.get("budget") == "custom" and d and not any("custom" in o for o in out):
+            out.append("; budget custom = " + ", ".join(f"{k} {fmt_num(d[k])}" for k in sorted(d)))
+        if m.get("random_forward") and not any("draws" in o for o in out):
+            out.append("; on randomized models the robust value is the mean correctness over forward draws "
+                       "(majority-vote and every-draw values are in the check's table)")
+    return "".join(out)
+
+
 def _main_notes(view: RunView, has_robust: bool, rows: List[Tuple[Cell, ...]] = ()) -> List[Para]:
     notes = []
     if any(c.mark == MASK_MARK for r in rows for c in r):
@@ -139,7 +162,7 @@ def _main_notes(view: RunView, has_robust: bool, rows: List[Tuple[Cell, ...]] = 
     if has_robust:
         rid, others = view.robust_id, ", ".join(view.attack_ids) or DASH
         text = ("Robust = accuracy of the ", Text(rid, "code"),
-                " check (per-sample worst case over its attacks)") if rid else ()
+                " check (per-sample worst case over its attacks)" + _budget_note(view)) if rid else ()
         if any(view.robust(v).from_min and view.robust(v).accuracy is not None for v in view.variants):
             sep = "; where it is missing, " if rid else "Robust = "
             text += (f"{sep}the minimum accuracy over the input-attack checks ({others}); the check that gave the "
