@@ -3,9 +3,11 @@ and APGD-CE alone vs torchattacks' APGD, timed interleaved in one run on the sam
 and images (issue 16 part 4, issue 18 part 4b).
 
 Model: the attack benchmarks' digits MLP (``common.digits_mlp``, seed 0); the first
-``--n`` test images; L-inf eps ``--eps``. Both ensembles run AutoAttack's standard budget
+``--n`` test images; L-inf eps ``--eps``. sturdynet runs AutoAttack's standard budget
 (APGD-CE, APGD-T 9 targets, FAB-T 9 targets, Square 5000 queries, 100 iterations, in
-cascade). APGD: 100 steps, CE loss, on all ``--n`` images (misclassified ones included:
+cascade). torchattacks' ``AutoAttack(version="standard")`` (3.5.1) builds the same four
+members but with its attacks' default 10 iterations (Square 5000 queries), so a second
+row runs sturdynet with those counts (``steps=10``: ``budget: custom``). APGD: 100 steps, CE loss, on all ``--n`` images (misclassified ones included:
 both libraries skip them). Each pair is timed ``--repeats`` times, alternating which runs
 first; the ratio of medians is reported.
 
@@ -48,8 +50,8 @@ def main() -> None:
     x, y, clean = x[:args.n], y[:args.n], clean[:args.n]
     std = {k: v for k, v in BUDGETS["standard"].items() if k != "eot_iter"}
 
-    def ours_aa():
-        res = AutoAttack(model, eps=args.eps, seed=0, **std).run(x, y)
+    def ours_aa(steps=100):
+        res = AutoAttack(model, eps=args.eps, seed=0, **{**std, "steps": steps}).run(x, y)
         return 100 * float(res.robust.float().mean())
 
     def theirs_aa():
@@ -64,8 +66,11 @@ def main() -> None:
         return robust_pct(model, torchattacks.APGD(model, eps=args.eps, steps=100, loss="ce", seed=0)(x, y), y, clean)
 
     rows = []
-    for label, ours, theirs in (("AutoAttack standard", ours_aa, theirs_aa), ("APGD-CE 100 steps", ours_apgd,
-                                                                                theirs_apgd)):
+    pairs = (("sturdynet budget standard (100 iterations) vs torchattacks AutoAttack standard", ours_aa, theirs_aa),
+             ("sturdynet with torchattacks' counts (10 iterations, budget custom) vs torchattacks AutoAttack standard",
+              lambda: ours_aa(10), theirs_aa),
+             ("APGD-CE 100 steps", ours_apgd, theirs_apgd))
+    for label, ours, theirs in pairs:
         t_o, t_t, a_o, a_t = [], [], None, None
         for r in range(args.repeats):
             pair = [("o", ours), ("t", theirs)] if r % 2 == 0 else [("t", theirs), ("o", ours)]

@@ -41,10 +41,10 @@ class Noise(nn.Module):
 
 
 class ResizePad(nn.Module):
-    """Random resize to s x s (s in 6..8, bilinear) and zero-pad at a random offset back to 8 x 8."""
+    """Random resize to s x s (s in 7..8, bilinear) and zero-pad at a random offset back to 8 x 8."""
 
     def forward(self, x):
-        s = int(torch.randint(6, 9, (1,)))
+        s = int(torch.randint(7, 9, (1,)))
         small = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
         top, left = int(torch.randint(0, 9 - s, (1,))), int(torch.randint(0, 9 - s, (1,)))
         return F.pad(small, (left, 8 - s - left, top, 8 - s - top))
@@ -246,14 +246,16 @@ RANDOM = {"noise": lambda d: nn.Sequential(Noise(0.2), mlp(d)),
 @pytest.mark.parametrize("kind", sorted(RANDOM))
 def test_randomized_models_use_eot_and_three_rules(kind, digits, fit_on_digits):
     torch.manual_seed(0)
-    model = fit_on_digits(RANDOM[kind](digits), 10)[0]
+    model = fit_on_digits(RANDOM[kind](digits), 15)[0]
     x, y = _xy(digits)
-    m = check(model, digits, steps=50, n_queries=300)
+    # 40 draws per verdict: with 10, the every-draw rule alone varies by about 5 points between
+    # two evaluations of the same examples (a sample correct 95% of the time passes 10 draws 60% of the time)
+    m = check(model, digits, n_queries=300, draws=40)
     assert m["random_forward"] and m["eot"] and m["budget"] == "custom"
-    assert m["budget_detail"]["eot_iter"] == 20 and m["budget_detail"]["draws"] == 10
+    assert m["budget_detail"]["eot_iter"] == 20 and m["budget_detail"]["draws"] == 40
     assert "apgd-dlr" in m["per_attack"]  # the rand budget's members
     assert "random_forward" in codes(m)
-    mean, maj, worst = strong_attack(model, x, y, autograd(model, eot=20), draws=10, steps=40, restarts=2)
+    mean, maj, worst = strong_attack(model, x, y, autograd(model, eot=20), draws=40, steps=40, restarts=2)
     assert m["accuracy"] <= mean + 0.02, (m["accuracy"], mean)
     assert m["accuracy_majority"] <= maj + 0.02, (m["accuracy_majority"], maj)
     assert m["accuracy_worst"] <= worst + 0.02, (m["accuracy_worst"], worst)

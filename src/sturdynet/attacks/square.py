@@ -8,7 +8,7 @@ decreases; a sample stops as soon as it is fooled.
 
 - L-inf (Algorithm 2): start from vertical stripes of +-eps (one sign per column and
   channel); each update sets the window to +-eps with one random sign per channel,
-  re-drawn when the window would not change.
+  re-drawn (up to 10 times, all draws made at once) when the window would not change.
 - L2 (Algorithm 3): start from a grid of pseudo-Gaussian blocks ``eta`` of random
   sign, scaled to norm eps; each update moves the mass of a second window into the
   first, adds a new ``eta`` pattern there, and renormalises to norm eps.
@@ -34,6 +34,7 @@ from ..core.registry import ATTACKS
 from .base import Attack, AttackParams, margin
 
 HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+TRIES = 10  # sign draws per L-inf proposal while the window would not change
 
 
 def p_schedule(it: int, n_queries: int, p_init: float) -> float:
@@ -100,10 +101,9 @@ class Square(Attack):
 
     @staticmethod
     def _mask(vh: Tensor, vw: Tensor, s: int, h: int, w: int) -> Tensor:
-        rows = torch.arange(h, device=vh.device)
-        cols = torch.arange(w, device=vh.device)
-        mh = (rows[None] >= vh[:, None]) & (rows[None] < vh[:, None] + s)
-        mw = (cols[None] >= vw[:, None]) & (cols[None] < vw[:, None] + s)
+        dh = torch.arange(h, device=vh.device)[None] - vh[:, None]  # row - top: in the window when 0 <= . < s
+        dw = torch.arange(w, device=vh.device)[None] - vw[:, None]
+        mh, mw = (dh >= 0) & (dh < s), (dw >= 0) & (dw < s)
         return (mh[:, :, None] & mw[:, None, :])[:, None]
 
     # -- the two norms ---------------------------------------------------------------------
@@ -128,16 +128,17 @@ class Square(Attack):
         s = min(max(int(round(math.sqrt(p * h * w))), 1), h, w)
         vh, vw = self._windows(n, h, w, s, x.device)
         mask = self._mask(vh, vw, s, h, w)
-        cand = x_best
-        pending = torch.ones(n, dtype=torch.bool, device=x.device)
-        for _ in range(10):  # re-draw signs that would leave the window unchanged
-            signs = self.rand(n, c, 1, 1, device=x.device).lt(0.5).float() * 2 - 1
-            new = torch.where(mask, (x + self.eps * signs).clamp(0, 1), x_best)
-            cand = torch.where(pending.view(-1, 1, 1, 1), new, cand)
-            pending = pending & ((cand - x_best).abs().flatten(1).amax(1) < 1e-7)
-            if not pending.any():
-                break
-        return cand
+        # Up to 10 draws of one sign per channel, re-drawn while the window would not change
+        # (the authors' loop), vectorised: per channel, does +eps / -eps change the window?
+        up, down = (x + self.eps).clamp(0, 1), (x - self.eps).clamp(0, 1)
+        ch_up = ((up - x_best).abs() * mask).flatten(2).amax(2) >= 1e-7  # (n, c)
+        ch_down = ((down - x_best).abs() * mask).flatten(2).amax(2) >= 1e-7
+        tries = self.rand(TRIES, n, c, device=x.device).lt(0.5)  # True: +eps
+        changes = torch.where(tries, ch_up, ch_down).any(2)  # (TRIES, n)
+        first = torch.where(changes.any(0), changes.float().argmax(0), torch.full_like(changes[0], TRIES - 1,
+                                                                                        dtype=torch.long))
+        plus = tries[first, torch.arange(n, device=x.device)].view(n, c, 1, 1)
+        return torch.where(mask, torch.where(plus, up, down), x_best)
 
     def _propose_l2(self, x: Tensor, x_best: Tensor, p: float) -> Tensor:
         n, c, h, w = x.shape
@@ -171,18 +172,29 @@ class Square(Attack):
         x_best = self._init(x)
         m_best, l_best = self._score(x_best, y, target)
         propose = self._propose_linf if self.norm == "linf" else self._propose_l2
+        # the samples not yet fooled, kept as compact tensors (gathered again only when one is fooled)
+        ida = (m_best > 0).nonzero().flatten()
+        xa, ya, ta = x[ida], y[ida], None if target is None else target[ida]
+        xba, mba, lba = x_best[ida], m_best[ida], l_best[ida]
         for it in range(self.n_queries - 1):
-            idx = (m_best > 0).nonzero().flatten()
-            if idx.numel() == 0:
+            if ida.numel() == 0:
                 break
-            xi, xb = x[idx], x_best[idx]
-            cand = propose(xi, xb, p_schedule(it, self.n_queries, self.p_init))
-            m, l = self._score(cand, y[idx], None if target is None else target[idx])
-            self.progress(it, m_best <= 0)
-            better = (l < l_best[idx]) | (m <= 0)
-            l_best[idx] = torch.where(l < l_best[idx], l, l_best[idx])
-            m_best[idx] = torch.where(better, m, m_best[idx])
-            x_best[idx] = torch.where(better.view(-1, 1, 1, 1), cand, xb)
+            cand = propose(xa, xba, p_schedule(it, self.n_queries, self.p_init))
+            m, l = self._score(cand, ya, ta)
+            better = (l < lba) | (m <= 0)
+            lba = torch.where(l < lba, l, lba)
+            mba = torch.where(better, m, mba)
+            xba = torch.where(better.view(-1, 1, 1, 1), cand, xba)
+            done = mba <= 0
+            if self.callback is not None:
+                m_best[ida] = mba
+                self.progress(it, m_best <= 0)
+            if done.any():
+                x_best[ida], m_best[ida], l_best[ida] = xba, mba, lba
+                keep = ~done
+                ida, xa, ya, xba, mba, lba = ida[keep], xa[keep], ya[keep], xba[keep], mba[keep], lba[keep]
+                ta = None if ta is None else ta[keep]
+        x_best[ida], m_best[ida], l_best[ida] = xba, mba, lba
         return x_best, m_best <= 0
 
     def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
