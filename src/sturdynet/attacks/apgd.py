@@ -19,7 +19,9 @@ Losses: cross-entropy, DLR (eq. 6) and targeted DLR (eq. 7). APGD-T (the AutoAtt
 variant) runs the targeted DLR loss against each of the ``n_target_classes`` most
 likely wrong classes in turn, on the points not yet fooled. Each sample returns its
 first misclassified iterate (targeted: classified as the target), otherwise its
-highest-loss point. Restarts run only on the points not yet fooled, and a sample that
+highest-loss point (with ``eot_iter > 1``, i.e. a random forward pass: always its
+highest mean-loss point, which lies deeper than the first iterate whose mean logits are
+wrong). Restarts run only on the points not yet fooled, and a sample that
 is already misclassified (targeted: already the target; judged on the mean logits of
 ``eot_iter`` passes) is returned as it is without being attacked, as the reference
 code does (one forward pass per batch).
@@ -143,7 +145,10 @@ class APGD(Attack):
                 x_cur = torch.where(red.view(view), x_max, x_cur)
                 g = torch.where(red.view(view), g_max, g)
                 reduced_last, f_max_last, w_prev = red, f_max.clone(), w
-        out = torch.where(succ.view(view), adv, x_max)
+        # With EOT (a random forward pass) the first iterate whose mean logits are wrong sits on
+        # the boundary, where about half of the draws are still correct: return the highest
+        # mean-loss iterate instead, which scores lower under the mean over draws.
+        out = x_max if self.eot_iter > 1 else torch.where(succ.view(view), adv, x_max)
         return out, succ
 
     def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
