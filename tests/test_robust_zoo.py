@@ -250,7 +250,7 @@ def test_randomized_models_use_eot_and_three_rules(kind, digits, fit_on_digits):
     x, y = _xy(digits)
     # 40 draws per verdict: with 10, the every-draw rule alone varies by about 5 points between
     # two evaluations of the same examples (a sample correct 95% of the time passes 10 draws 60% of the time)
-    m = check(model, digits, n_queries=300, draws=40)
+    m = check(model, digits, n_queries=1000, draws=40)
     assert m["random_forward"] and m["eot"] and m["budget"] == "custom"
     assert m["budget_detail"]["eot_iter"] == 20 and m["budget_detail"]["draws"] == 40
     assert "apgd-dlr" in m["per_attack"]  # the rand budget's members
