@@ -92,7 +92,8 @@ def main_table(view: RunView) -> Table:
             Column("Sparsity", "right"), Column("Bits", "right"), Column("Clean", "right")]
     if has_robust:
         budgets = robust_budgets(view)
-        cols.append(Column(f"Robust ({', '.join(budgets)})" if budgets else "Robust", "right", view.robust_setting()))
+        title = f"Robust ({', '.join(budgets)})" if budgets else "Robust"
+        cols.append(Column(title, "right", view.robust_setting()))
     cols += [check_column(view, c) for c in view.other_ids]
     cols.append(Column("Status"))
     rows = []
