@@ -76,7 +76,7 @@ def record(run) -> dict:
 def run_exact(model, x, held, kw):
     from sturdynet.faults import BitFlipAttack
 
-    return BitFlipAttack(target_accuracy=0.0, **kw).run(model, x, held, 10)
+    return BitFlipAttack(target_accuracy=0.0, balanced=False, **kw).run(model, x, held, 10)
 
 
 if __name__ == "__main__":

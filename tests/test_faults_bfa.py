@@ -72,7 +72,8 @@ def test_bfa_crushes_digits_far_faster_than_random(digits, trained_cnn):
     held = digits.test.take(200)
     res = atk.run(trained_cnn, digits.val.x[:128], held, digits.num_classes)
     assert res.flips_to_random is not None and res.flips_to_random <= 40
-    assert res.curve[-1]["accuracy"] <= 0.11
+    assert res.curve[-1]["balanced_accuracy"] <= 0.11  # the default stop rule
+    assert res.reached["balanced_accuracy"] == res.flips_to_random
     losses = [p["loss"] for p in res.curve]
     assert all(b > a for a, b in zip(losses, losses[1:]))  # every committed step went uphill
     again = atk.run(trained_cnn, digits.val.x[:128], held, digits.num_classes)
@@ -85,7 +86,7 @@ def test_binary_model_attack(digits, trained_cnn):
     if "binarize" not in METHODS:
         pytest.skip("binarize method not available")
     b = METHODS.get("binarize")().prepare(trained_cnn, from_dict(METHODS.params("binarize"), {}))
-    res = BitFlipAttack(k_top=10, max_flips=3).run(b, digits.val.x[:64], digits.test.take(100), 10)
+    res = BitFlipAttack(k_top=10, max_flips=3, target_accuracy=0.0).run(b, digits.val.x[:64], digits.test.take(100), 10)
     assert res.flips >= 1 and res.curve[1]["loss"] > res.curve[0]["loss"]
 
 
@@ -144,8 +145,8 @@ def test_widening_keeps_a_stuck_search_going(digits, trained_cnn):
     b = METHODS.get("binarize")().prepare(trained_cnn, from_dict(METHODS.params("binarize"), {"activations": False}))
     args = (b, digits.val.x[:64], digits.test.take(200), 10)
     view = ViewParams(float_layers="skip")
-    fixed = BitFlipAttack(max_flips=20, view=view, widen=False).run(*args)
-    wide = BitFlipAttack(max_flips=20, view=view, widen=True).run(*args)
+    fixed = BitFlipAttack(max_flips=20, view=view, widen=False, balanced=False).run(*args)
+    wide = BitFlipAttack(max_flips=20, view=view, widen=True, balanced=False).run(*args)
     assert fixed.stalled and fixed.flips < 20  # top-10 per layer runs out of uphill flips
     assert not wide.stalled and wide.flips == 20
     assert max(h["k_top"] for h in wide.history) > 10

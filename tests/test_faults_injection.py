@@ -132,3 +132,38 @@ def test_checks_report_curves(digits, trained_cnn):
     assert [c["flips"] for c in r["curve"]] == [0, 1, 300]
     assert r["accuracy"] == r["curve"][1]["accuracy"]
     assert r["curve"][2]["accuracy"] <= r["clean_accuracy"]
+
+
+def _bytes(model):
+    return {k: v.detach().clone().contiguous().view(-1).view(torch.uint8) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("float_layers", ["int", "float32", "float16"])
+def test_in_place_trials_restore_every_bit_also_after_an_exception(float_layers):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bfa_cases
+    from sturdynet.faults import BitErrors, BitView, RandomFlips, ViewParams, deploy
+
+    model = bfa_cases.cases()[4][1]  # ternary convs, float first/last layers
+    view_p = ViewParams(float_layers=float_layers)
+    base = deploy(model, view_p)
+    view = BitView(base, float_layers)
+    before = _bytes(base)
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    fm = BitErrors(rate=3e-3, float_layers=float_layers)
+    faulty, rec0 = fm.inject(model, torch.Generator().manual_seed(5))
+    with fm.applied(view, torch.Generator().manual_seed(5)) as rec:  # the same draws as inject
+        assert rec["flips"] == rec0["flips"] > 0
+        assert hamming_distance(base, deploy(model, view_p), view_p) == rec["flips"]
+        with torch.no_grad():
+            assert torch.allclose(base(x), faulty(x), rtol=0, atol=0, equal_nan=True)
+    after = _bytes(base)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # bit-identical, -0.0 included
+    with pytest.raises(RuntimeError, match="inside"):
+        with RandomFlips(flips=50, float_layers=float_layers).applied(view, torch.Generator().manual_seed(1)):
+            raise RuntimeError("inside the trial")
+    after = _bytes(base)
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -32,15 +32,15 @@ def ber_check(model: nn.Module, data, params: BERCheckParams, ctx: CheckContext)
     view_p = ViewParams(params.bits, params.float_layers, params.per_channel)
     base = deploy(model, view_p).to(ctx.device).eval()
     clean = accuracy(base, split, params.batch_size)
+    view = BitView(base, params.float_layers)
     curve = []
     for j, r in enumerate(params.rates):
         fm = BitErrors(r, params.activations, params.bits, params.float_layers, params.per_channel)
         accs, flips = [], []
         for t in range(params.trials):
-            faulty, rec = fm.inject(base, trial_generator(ctx.seed, 23, j, t))
-            accs.append(accuracy(faulty, split, params.batch_size))
+            with fm.applied(view, trial_generator(ctx.seed, 23, j, t)) as rec:  # in place, restored after
+                accs.append(accuracy(base, split, params.batch_size))
             flips.append(rec["flips"])
         curve.append(curve_point("ber", r, accs, flips=sum(flips) / len(flips)))
-    view = BitView(base, params.float_layers)
     return {"kind": "fault", "accuracy": curve[0]["accuracy"], "samples": len(split), "clean_accuracy": clean,
             "ber": params.rates[0], "stored_bits": view.total_bits, "curve": curve}

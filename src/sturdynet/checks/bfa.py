@@ -13,7 +13,7 @@ from ..data.base import Split
 from .base import CheckContext, SampleParams, eval_split
 from ..core.registry import CHECKS
 from ..faults.bfa import BitFlipAttack
-from ..faults.bitview import ViewParams, deploy, hamming_distance
+from ..faults.bitview import BitView, ViewParams, deploy, hamming_distance
 from ..faults.common import accuracy, mean_std, trial_generator
 from ..faults.random_flips import RandomFlips
 
@@ -25,7 +25,9 @@ class BFACheckParams(SampleParams, ViewParams):
     attack_split: Literal["val", "train"] = "val"
     k_top: int = rng(1, None, default=10)
     widen: bool = True
-    balanced: bool = False
+    balanced: bool = True
+    search: Literal["exact", "fast"] = "exact"
+    fast_top: int = rng(1, None, default=3)
     max_flips: int = rng(1, None, default=100)
     target_accuracy: Optional[float] = rng(0, 1, default=None)
     random_baseline: bool = True
@@ -60,20 +62,23 @@ def _attack_split(data, which: str) -> Split:
 def bfa_check(model: nn.Module, data, params: BFACheckParams, ctx: CheckContext) -> dict:
     """Run the BFA ``trials`` times, each from its own random attack batch (drawn from
     the validation split by default; held-out accuracy is measured on the test split).
+    The attack stops on balanced accuracy by default (``balanced``); ``search: fast``
+    ranks layers by the first-order loss change and measures only ``fast_top`` of them.
 
     Metrics: ``accuracy`` (mean held-out accuracy after ``accuracy_at`` chosen flips, also
     recorded as ``flips``, so variants compare at one attack budget), ``final_accuracy``
     (after the whole attacks), ``clean_accuracy``,
     ``flips_to_random`` ``{mean, std, reached, trials, censored}`` (an attack that never
     reached the target within ``max_flips`` counts as ``max_flips`` and sets
-    ``censored``), ``curve`` (mean accuracy against flips), ``seconds_per_flip``, per-trial
+    ``censored``; ``by_accuracy`` / ``by_balanced_accuracy``: the same under either stop
+    rule, counted as far as the attacks went), ``curve`` (mean accuracy against flips), ``seconds_per_flip``, per-trial
     details and, with ``random_baseline``, the accuracy after as many random flips.
     """
     held = eval_split(data, params.samples)
     source = _attack_split(data, params.attack_split)
     view = ViewParams(params.bits, params.float_layers, params.per_channel)
     atk = BitFlipAttack(params.k_top, params.max_flips, params.target_accuracy, view, params.batch_size,
-                        params.widen, params.balanced)
+                        params.widen, params.balanced, params.search, params.fast_top)
     base = deploy(model, view).to(ctx.device).eval()
     clean = accuracy(base, held, params.batch_size)
     target = params.target_accuracy if params.target_accuracy is not None else 1.0 / data.num_classes + 0.01
@@ -84,7 +89,8 @@ def bfa_check(model: nn.Module, data, params: BFACheckParams, ctx: CheckContext)
         with progress.part(t, params.trials):
             res = atk.run(base, source.x[idx], held, data.num_classes)
         curves.append(res.curve)
-        trials.append({"flips_to_random": res.flips_to_random, "flips": res.flips, "stalled": res.stalled,
+        trials.append({"flips_to_random": res.flips_to_random, "reached": res.reached, "flips": res.flips,
+                       "stalled": res.stalled,
                        "final_accuracy": res.curve[-1]["accuracy"], "seconds": res.seconds,
                        "seconds_per_flip": res.seconds / max(1, res.flips),
                        "hamming": hamming_distance(base, res.model, view),
@@ -94,7 +100,12 @@ def bfa_check(model: nn.Module, data, params: BFACheckParams, ctx: CheckContext)
                           "flips_to_random": res.flips_to_random})
     values = [tr["flips_to_random"] if tr["flips_to_random"] is not None else params.max_flips for tr in trials]
     reached = sum(tr["flips_to_random"] is not None for tr in trials)
-    ftr = {**mean_std(values), "reached": reached, "trials": len(trials), "censored": reached < len(trials)}
+    ftr = {**mean_std(values), "reached": reached, "trials": len(trials), "censored": reached < len(trials),
+           "stop": "balanced_accuracy" if params.balanced else "accuracy"}
+    for k in ("accuracy", "balanced_accuracy"):  # both stop rules, as far as the attacks went
+        got = [tr["reached"][k] for tr in trials]
+        ftr[f"by_{k}"] = {**mean_std([g if g is not None else params.max_flips for g in got]),
+                          "reached": sum(g is not None for g in got)}
     at = [[p for p in c if p["flips"] <= params.accuracy_at][-1]["accuracy"] for c in curves]
     out = {"kind": "fault", "accuracy": mean_std(at)["mean"], "flips": params.accuracy_at,
            "final_accuracy": mean_std([tr["final_accuracy"] for tr in trials])["mean"], "samples": len(held),
@@ -105,7 +116,10 @@ def bfa_check(model: nn.Module, data, params: BFACheckParams, ctx: CheckContext)
     if params.random_baseline:
         n = max(1, int(round(ftr["mean"])))
         fm = RandomFlips(n, params.bits, params.float_layers, params.per_channel)
-        accs = [accuracy(fm.inject(base, trial_generator(ctx.seed, 41, t))[0], held, params.batch_size)
-                for t in range(params.trials)]
+        view_b = BitView(base, params.float_layers)
+        accs = []
+        for t in range(params.trials):
+            with fm.applied(view_b, trial_generator(ctx.seed, 41, t)):
+                accs.append(accuracy(base, held, params.batch_size))
         out["random_baseline"] = {"flips": n, **mean_std(accs)}
     return out

@@ -33,13 +33,13 @@ def random_flips_check(model: nn.Module, data, params: RandomFlipsCheckParams, c
     base = deploy(model, view_p).to(ctx.device).eval()
     clean = accuracy(base, split, params.batch_size)
     curve = [curve_point("flips", 0, [clean])]
+    view = BitView(base, params.float_layers)
     for j, n in enumerate(params.flips):
         fm = RandomFlips(n, params.bits, params.float_layers, params.per_channel)
         accs = []
         for t in range(params.trials):
-            faulty, _ = fm.inject(base, trial_generator(ctx.seed, 11, j, t))
-            accs.append(accuracy(faulty, split, params.batch_size))
+            with fm.applied(view, trial_generator(ctx.seed, 11, j, t)):  # in place, restored after
+                accs.append(accuracy(base, split, params.batch_size))
         curve.append(curve_point("flips", n, accs))
-    view = BitView(base, params.float_layers)
     return {"kind": "fault", "accuracy": curve[1]["accuracy"], "samples": len(split), "clean_accuracy": clean,
             "flips": params.flips[0], "stored_bits": view.total_bits, "curve": curve}

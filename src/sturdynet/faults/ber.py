@@ -15,8 +15,9 @@ standard deviation over Monte-Carlo trials.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -67,7 +68,9 @@ class BitErrors:
     """Flip every stored weight bit independently with probability ``rate`` (and, with
     ``activations``, every float32 activation bit of every conv/linear output).
 
-    ``inject(model, generator) -> (faulty deployed copy, record)``.
+    ``inject(model, generator) -> (faulty deployed copy, record)``;
+    ``with applied(view, generator) as record:`` flips the same bits (the same draws) in the
+    live deployed model of ``view`` and restores them exactly on exit, with no copy.
     """
 
     def __init__(self, rate: float = 1e-5, activations: bool = False, bits: int = 8,
@@ -77,6 +80,25 @@ class BitErrors:
         self.rate = float(rate)
         self.activations = activations
         self.view = ViewParams(bits=bits, float_layers=float_layers, per_channel=per_channel)  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def applied(self, view: BitView, generator: torch.Generator) -> Iterator[dict]:
+        """Faults in place for the ``with`` block (see the class docstring)."""
+        k = binomial_count(view.total_bits, self.rate, generator)
+        pos = sample_positions(view.total_bits, k, generator)
+        with view.flipped(pos) as per_layer:
+            record = {"fault": "ber", "rate": self.rate, "flips": int(k), "bits": view.total_bits,
+                      "per_layer": per_layer}
+            handles = []
+            try:
+                if self.activations and self.rate > 0:
+                    hook = _ActivationFaults(self.rate, generator)
+                    handles = [m.register_forward_hook(hook) for _, m in weight_layers(view.model)]
+                    record["activation_faults"] = hook
+                yield record
+            finally:
+                for h in handles:
+                    h.remove()
 
     def inject(self, model: nn.Module, generator: torch.Generator) -> Tuple[nn.Module, dict]:
         faulty = deploy(model, self.view)

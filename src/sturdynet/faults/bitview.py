@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Literal, Tuple
+from typing import Dict, Iterator, List, Literal, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -175,6 +175,9 @@ class BitView:
         if not self.sites:
             raise ValueError("the model has no conv/linear weights in this bit view")
         self.total_bits = offset
+        self._starts = torch.tensor([s.offset for s in self.sites], dtype=torch.long)
+        self._bits = torch.tensor([s.bits for s in self.sites], dtype=torch.long)
+        self._elem_starts = torch.tensor([0] + [s.numel for s in self.sites], dtype=torch.long).cumsum(0)[:-1]
 
     # -- words -------------------------------------------------------------------------
     def words(self, i: int) -> Tensor:
@@ -232,31 +235,60 @@ class BitView:
         """Flip bit ``bit[j]`` of element ``elem[j]`` of site ``i`` for every j (in place,
         touching only those words). A pair listed an even number of times is left unchanged."""
         elems, mask = self._masks(i, elem, bit)
-        if elems.numel() == 0:
-            return
-        site = self.sites[i]
-        flat = _flat(site)
-        e = elems.to(flat.device)
-        words = site.codes.encode(flat[e], e)
-        flat[e] = site.codes.decode(words ^ mask.to(words.device), e).to(flat.dtype)
+        if elems.numel():
+            self._xor(i, elems, mask)
+
+    def _xor(self, i: int, e: Tensor, mask: Tensor, flat: Optional[Tensor] = None,
+             values: Optional[Tensor] = None) -> None:
+        """XOR ``mask`` into the words of the distinct flat elements ``e`` of site ``i``
+        (``values``: ``flat[e]`` when the caller already has it)."""
+        codes = self.sites[i].codes
+        flat = _flat(self.sites[i]) if flat is None else flat
+        if e.device != flat.device:
+            e, mask = e.to(flat.device), mask.to(flat.device)
+        words = codes.encode(flat[e] if values is None else values, e)
+        new = codes.decode(words ^ mask, e)
+        flat[e] = new if new.dtype == flat.dtype else new.to(flat.dtype)
 
     def locate(self, positions: Tensor) -> List[Tuple[int, Tensor, Tensor]]:
         """Split global bit positions into (site, element, bit) groups."""
-        positions = torch.as_tensor(positions, dtype=torch.long).reshape(-1).cpu()
-        if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= self.total_bits):
-            raise ValueError(f"bit position out of range [0, {self.total_bits})")
-        starts = torch.tensor([s.offset for s in self.sites], dtype=torch.long)
-        which = torch.searchsorted(starts, positions, right=True) - 1
+        positions = self._positions(positions)
+        which = torch.searchsorted(self._starts, positions, right=True) - 1
         out = []
         for i in torch.unique(which).tolist():
             local = positions[which == i] - self.sites[i].offset
             out.append((i, local // self.sites[i].bits, local % self.sites[i].bits))
         return out
 
+    def _positions(self, positions: Tensor) -> Tensor:
+        positions = torch.as_tensor(positions, dtype=torch.long).reshape(-1).cpu()
+        if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= self.total_bits):
+            raise ValueError(f"bit position out of range [0, {self.total_bits})")
+        return positions
+
+    def _plan(self, positions: Tensor) -> List[Tuple[int, Tensor, Tensor]]:
+        """(site, distinct elements, XOR masks) for global positions, vectorized over sites
+        (positions listed an even number of times cancel)."""
+        keys, counts = torch.unique(self._positions(positions), return_counts=True)
+        pos = keys[counts % 2 == 1]
+        if pos.numel() == 0:
+            return []
+        which = torch.searchsorted(self._starts, pos, right=True) - 1
+        bits = self._bits[which]
+        local = pos - self._starts[which]
+        gelem = self._elem_starts[which] + local // bits  # sorted, as pos is
+        elems, inverse = torch.unique_consecutive(gelem, return_inverse=True)
+        masks = torch.zeros(elems.numel(), dtype=torch.long).index_add_(0, inverse, 1 << (local % bits))
+        site = torch.searchsorted(self._elem_starts, elems, right=True) - 1
+        bounds = torch.searchsorted(site, torch.arange(len(self.sites) + 1)).tolist()
+        elems = elems - self._elem_starts[site]
+        return [(i, elems[a:b], masks[a:b]) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])) if b > a]
+
     def flip_positions(self, positions: Tensor) -> None:
         """Flip the bits at global positions (site offsets in model order)."""
-        for i, elem, bit in self.locate(positions):
-            self.flip(i, elem, bit)
+        with torch.no_grad():
+            for i, e, mask in self._plan(positions):
+                self._xor(i, e, mask)
 
     @contextlib.contextmanager
     def flipped(self, positions: Tensor) -> Iterator[Dict[str, int]]:
@@ -269,12 +301,15 @@ class BitView:
         saved: List[Tuple[Tensor, Tensor, Tensor]] = []
         per_layer: Dict[str, int] = {}
         try:
-            for i, elem, bit in self.locate(positions):
-                flat = _flat(self.sites[i])
-                e = torch.unique(elem).to(flat.device)
-                saved.append((flat, e, flat[e].clone()))
-                self.flip(i, elem, bit)
-                per_layer[self.sites[i].name] = int(elem.numel())
+            with torch.no_grad():
+                for i, e, mask in self._plan(positions):
+                    flat = _flat(self.sites[i])
+                    if e.device != flat.device:
+                        e, mask = e.to(flat.device), mask.to(flat.device)
+                    old = flat[e]  # a copy (advanced indexing)
+                    saved.append((flat, e, old))
+                    self._xor(i, e, mask, flat, old)
+                    per_layer[self.sites[i].name] = int(e.numel())
             yield per_layer
         finally:
             with torch.no_grad():

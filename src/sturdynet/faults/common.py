@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -54,19 +54,43 @@ def trial_generator(seed: int, *keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(s)
 
 
-def accuracy(model: nn.Module, split: Split, batch_size: int = 512) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) on ``split``."""
+def as_split(data: Any, what: str = "data") -> Split:
+    """Labelled data as a split (:func:`sturdynet.data.adapt.as_split`: a Split, an ``(x, y)``
+    pair, a DataLoader or a Dataset); ``what`` names the argument in errors.
+
+    Raises:
+        ValueError: images without labels, or anything else.
+    """
+    from ..data.adapt import as_split as adapt
+
+    if isinstance(data, Tensor):
+        raise ValueError(f"{what}: labels are needed; pass (x, y), a Split or a DataLoader of (x, y) batches")
+    try:
+        return adapt(data)
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from None
+
+
+def as_images(data: Any, what: str = "x") -> Tensor:
+    """Images only: a tensor, or the ``x`` of anything :func:`as_split` accepts."""
+    return data if isinstance(data, Tensor) else as_split(data, what).x[:]
+
+
+def accuracy(model: nn.Module, split: Any, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) on ``split`` (anything :func:`as_split` takes)."""
+    split = as_split(split)
     if len(split) == 0:
         raise ValueError("cannot measure accuracy on an empty split")
     return float(correct_mask(model, split.x, split.y, batch_size).float().mean())
 
 
-def accuracies(model: nn.Module, split: Split, batch_size: int = 512) -> Dict[str, float]:
+def accuracies(model: nn.Module, split: Any, batch_size: int = 512) -> Dict[str, float]:
     """Top-1 accuracy and balanced accuracy (mean per-class recall over the classes present).
 
     A model that predicts one class everywhere has balanced accuracy exactly 1/classes on
     any split, while its plain accuracy is that class's share of the split.
     """
+    split = as_split(split)
     if len(split) == 0:
         raise ValueError("cannot measure accuracy on an empty split")
     ok = correct_mask(model, split.x, split.y, batch_size).float()

@@ -10,8 +10,9 @@ mean and standard deviation over seeded trials.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import nn
@@ -32,7 +33,8 @@ class RandomFlips:
     """Flip ``flips`` distinct, uniformly chosen stored weight bits.
 
     ``inject(model, generator) -> (faulty deployed copy, record)``; the record lists the
-    flipped (layer, weight index, bit) triples.
+    flipped (layer, weight index, bit) triples. ``with applied(view, generator) as record:``
+    flips the same bits in the live deployed model of ``view`` and restores them exactly.
     """
 
     def __init__(self, flips: int = 10, bits: int = 8, float_layers: str = "int", per_channel: bool = False) -> None:
@@ -40,6 +42,14 @@ class RandomFlips:
             raise ValueError(f"flips must be >= 0, got {flips}")
         self.flips = int(flips)
         self.view = ViewParams(bits=bits, float_layers=float_layers, per_channel=per_channel)  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def applied(self, view: BitView, generator: torch.Generator) -> Iterator[dict]:
+        """Flips in place for the ``with`` block; every touched word is restored on exit."""
+        pos = sample_positions(view.total_bits, self.flips, generator)
+        with view.flipped(pos) as per_layer:
+            yield {"fault": "random_flips", "flips": int(pos.numel()), "bits": view.total_bits,
+                   "per_layer": per_layer}
 
     def inject(self, model: nn.Module, generator: torch.Generator) -> Tuple[nn.Module, dict]:
         faulty = deploy(model, self.view)

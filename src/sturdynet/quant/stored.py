@@ -86,12 +86,16 @@ class StoredCodes(Quantizer):
         return f"kind={self.kind}, bits={self.bits}"
 
     def _scale_at(self, like: Tensor, index: Optional[Tensor]) -> Tensor:
-        s = self.scale.to(like.device)
+        s = self.scale
+        if s.device != like.device:
+            s = s.to(like.device)
         if index is None:
             return s
-        if s.numel() == 1:
-            return s.reshape(1)
-        return s.expand(self.shape).reshape(-1)[index.to(s.device)]
+        key = (s.data_ptr(), s.device)
+        if getattr(self, "_flat_key", None) != key:  # the per-element steps, built once
+            self._flat_scale = s.reshape(1) if s.numel() == 1 else s.expand(self.shape).reshape(-1).contiguous()
+            self._flat_key = key
+        return self._flat_scale if s.numel() == 1 else self._flat_scale[index]
 
     # -- the codec ------------------------------------------------------------------------
     def encode(self, w: Tensor, index: Optional[Tensor] = None) -> Tensor:  # pragma: no cover - abstract
@@ -148,14 +152,14 @@ class IntCodes(StoredCodes):
         return torch.clamp(torch.round(w.detach().float() / s), -qmax, qmax) * s
 
     def integers(self, w: Tensor, index: Optional[Tensor] = None) -> Tensor:
-        return torch.round(w.detach().float() / self._scale_at(w, index)).long()
+        return torch.round(w.detach() / self._scale_at(w, index)).long()
 
     def encode(self, w: Tensor, index: Optional[Tensor] = None) -> Tensor:
         return self.integers(w, index) & ((1 << self.bits) - 1)
 
     def decode(self, words: Tensor, index: Optional[Tensor] = None) -> Tensor:
-        words = words.long()
-        q = torch.where(words >= (1 << (self.bits - 1)), words - (1 << self.bits), words)
+        half = 1 << (self.bits - 1)  # sign extension: (u + 2^(k-1)) mod 2^k - 2^(k-1)
+        q = ((words.long() + half) & ((1 << self.bits) - 1)) - half
         return q.float() * self._scale_at(words, index)
 
     def bit_steps(self, w: Tensor, index: Tensor) -> Tensor:
