@@ -92,7 +92,7 @@ def reference_bfa(model: nn.Module, x, held, target: float, k_top: int, max_flip
         out = model(x)
         loss_t = F.cross_entropy(out, y)
         grads = torch.autograd.grad(loss_t, [m.layer.weight for m in layers])
-        loss = float(loss_t)
+        loss = float(loss_t.detach())
         n, best = 1, None
         while True:
             best = None
@@ -136,6 +136,7 @@ def reference_bfa(model: nn.Module, x, held, target: float, k_top: int, max_flip
                 flat[ei] = (v - 256 if v >= 128 else v) * m.step
         flips += len(e)
         seconds += time.perf_counter() - t0
+        log("  reference step", flips, "n", n, round(time.perf_counter() - t0, 2), "s")
         history.append((li, e.tolist(), bit.tolist()))
         curve.append({"flips": flips, **accuracies(model, held)})
     return {"flips": flips, "seconds": seconds, "curve": curve, "history": history, "evaluations": evals}
@@ -220,7 +221,8 @@ def main() -> None:
             else:
                 atk = BitFlipAttack(args.k_top, args.max_flips, view=ViewParams(bits=8), search=mode,
                                     fast_top=args.fast_top, widen=False)
-                r = atk.run(model, x, held, data.num_classes)
+                r = atk.run(model, x, held, data.num_classes,
+                            callback=lambda ev, m=mode: log(f"  {m} step", ev["flips"], round(ev["seconds"], 2), "s"))
                 curve = r.curve
                 flips, secs, ev = r.flips, r.seconds, r.evaluations
                 hist = [(h["layer"], h["weights"], h["bits"]) for h in r.history]

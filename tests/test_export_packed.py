@@ -123,14 +123,15 @@ def test_loads_as_data_and_rejects_foreign_files(tmp_path, base, digits):
     model, arch = _variant(base, digits, [{"method": "quant.uniform", "bits": 4}])
     path = tmp_path / "m.sturdy"
     export_model(model, path, arch)
-    blob = torch.load(path, weights_only=True)
-    assert blob["format"] == "sturdynet-packed"
+    assert path.read_bytes()[:8] == b"STURDYPK"
+    blob = read_packed(path)
+    assert blob["format"] == "sturdynet-packed" and blob["version"] == 2
     torch.save({"format": "other"}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="not a sturdynet packed model"):
         read_packed(tmp_path / "x.pt")
     with pytest.raises(ValueError, match="not found"):
         load_packed(tmp_path / "missing.sturdy")
-    bad = dict(blob, arch=dict(arch, steps=[]))  # float structure, quantized tensors
+    bad = dict(blob, version=1, arch=dict(arch, steps=[]))  # float structure, quantized tensors (a v1 file)
     torch.save(bad, tmp_path / "bad.sturdy")
     with pytest.raises(ValueError, match="do not match"):
         load_packed(tmp_path / "bad.sturdy")
@@ -201,3 +202,39 @@ def test_structured_global_round_trip(tmp_path, base, digits):
     _, loaded, info, _, same = _round_trip(tmp_path, model, digits, raw)
     assert same
     assert sum(p.numel() for p in loaded.parameters()) < sum(p.numel() for p in base.parameters())
+
+
+def test_file_is_the_payload_plus_a_compact_header_and_version_1_files_still_load(tmp_path, digits):
+    """Issue 18 part 5: on disk within 2% of the payload from 10k parameters on."""
+    small = Component("resnet20", ResNet20Params(depth=8, width=0.375))  # 10,852 parameters
+    cases = [(small, []), (small, [{"method": "quant.uniform", "bits": 8}]),
+             (small, [{"method": "quant.uniform", "bits": 4}]),
+             (MODEL, [{"method": "binarize"}])]  # 1 bit per weight: 2% needs a larger model (68k)
+    for spec, raw in cases:
+        torch.manual_seed(0)
+        dense = model_for_data(spec, digits).eval()
+        assert sum(p.numel() for p in dense.parameters()) >= 10_000
+        steps = [component(METHODS, r, f"steps[{i}]", key="method") for i, r in enumerate(raw)]
+        model = run_steps(dense, steps, CompressContext(data=digits, seed=0)).eval()
+        arch = arch_of(spec, digits, steps)
+        steps = raw
+        path = tmp_path / f"m{len(steps)}.sturdy"
+        info = export_model(model, path, arch)
+        assert info["file_bytes"] == path.stat().st_size
+        assert info["file_bytes"] <= 1.02 * info["payload_bytes"], info
+        loaded, blob = load_packed(path)
+        x = digits.test.x[:16]
+        with torch.no_grad():
+            assert torch.equal(model(x), loaded(x))
+        # the same contents in the version-1 container (torch.save with byte ranges) still load
+        torch.save(dict(blob, version=1), tmp_path / "v1.sturdy")
+        old, _ = load_packed(tmp_path / "v1.sturdy")
+        with torch.no_grad():
+            assert torch.equal(model(x), old(x))
+    raw = path.read_bytes()
+    (tmp_path / "cut.sturdy").write_bytes(raw[:-3])
+    with pytest.raises(ValueError, match="payload holds"):
+        read_packed(tmp_path / "cut.sturdy")
+    (tmp_path / "v9.sturdy").write_bytes(raw[:8] + bytes([9]) + raw[9:])
+    with pytest.raises(ValueError, match="version 9"):
+        read_packed(tmp_path / "v9.sturdy")

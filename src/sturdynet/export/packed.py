@@ -1,12 +1,20 @@
 """Packed export: a file whose size is the model's real storage cost.
 
-Container: ``torch.save`` of a plain dict — ``format``, ``version``, ``arch`` (model name
-and parameters, data facts, compression steps: :func:`sturdynet.run.checkpoint.arch_of`),
-``entries`` (one small dict per tensor: name, kind, shape, bit width, byte range) and
-``payload``, **one** uint8 tensor holding every tensor's bytes back to back. It loads
-with ``torch.load(..., weights_only=True)`` (data, never code), and because the payload
-is a single tensor the file is the payload plus a few kilobytes of index and zip
-framing, instead of per-tensor records.
+Container (version 2): the 8 bytes ``STURDYPK``, one version byte, the length of the
+header as a 4-byte little-endian integer, the header, then the payload: every tensor's
+bytes back to back. The header is one UTF-8 JSON object, zlib-compressed with a fixed
+preset dictionary of the usual key names (:data:`ZDICT`): ``arch`` (model name and
+parameters, data facts, compression steps: :func:`sturdynet.run.checkpoint.arch_of`),
+``float_dtype``, ``sparse`` (``[index, nnz]`` of the tensors stored sparse) and, only when
+the tensor list cannot be rebuilt from ``arch`` alone (structures decided in training,
+factory models), ``tensors``: one ``[name, kind, shape, spec]`` per tensor in payload order
+(``spec``: bits of ``packed`` codes, dtype of ``int`` tensors, 0 otherwise). Otherwise the
+names, shapes and storage kinds come from the rebuilt architecture (each layer's
+``storage_bits``), so they are not stored at all; byte ranges are never stored (they follow
+from shapes, bits and ``nnz``). Other keys may be added (a checksum, the model spec);
+readers ignore keys they do not know. The file is the payload plus about 150-300 bytes,
+read as data only, never unpickled. Version-1 files (a ``torch.save`` of the same facts
+with explicit byte ranges) still load.
 
 What each tensor costs in the payload (the same rule as
 :func:`sturdynet.core.storage.compression_facts`, so ``size_bytes`` matches the payload to
@@ -35,19 +43,33 @@ the outputs — equal the exported model's bit for bit.
 """
 from __future__ import annotations
 
+import json
+import struct
+import zlib
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from ..core.atomic import torch_save_atomic
+from ..core.atomic import write_bytes_atomic
 from ..core.masks import SUFFIX
 from ..core.storage import stored_sparse
 from .bits import pack_bits, packed_nbytes, unpack_bits
 
 FORMAT = "sturdynet-packed"
-VERSION = 1
+VERSION = 2
+MAGIC = b"STURDYPK"
+_KINDS = {"packed": "p", "bool": "b", "float": "f", "int": "i"}
+# Preset dictionary of the header's compression (part of format version 2: never change it).
+ZDICT = (b'"in_channels":"num_classes":"input_size":"mean":"std":"data_spec":null,"shortcut":"A"'
+         b'"width":"depth":"act_bits":null,"per_channel":true,"mode":"ptq","calibration":"minmax",'
+         b'"percentile":99.99,"calib_samples":256,"quantize_first":false,"quantize_last":false,'
+         b'"threshold":"estimator":"clipped_ste","activations":"sparsity":"quant.uniform","quant.ternary",'
+         b'"quant.fixed_point","binarize","prune.global_magnitude","prune.layerwise_magnitude",'
+         b'"resnet20","small_cnn","mlp","vgg_small","resnet18","bits":8,"method":"steps":[{"method":'
+         b'"float_dtype":"float32","sparse":[],"tensors":[["weight","bias","running_mean","running_var",'
+         b'"arch":{"model":{"name":"data":{')
 _FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -140,25 +162,147 @@ def export_model(model: nn.Module, path: Union[str, Path], arch: Dict[str, Any],
                 e["data"] = put(_raw(values))
             entries.append(e)
     payload = torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.uint8)
-    blob = {"format": FORMAT, "version": VERSION, "arch": arch, "float_dtype": float_dtype,
-            "entries": entries, "payload": payload}
-    path = torch_save_atomic(path, blob)
+    rows = [_compact(e) for e in entries]
+    header: Dict[str, Any] = {"arch": arch, "float_dtype": float_dtype,
+                              "sparse": [[i, e["nnz"]] for i, e in enumerate(entries) if e.get("sparse")]}
+    if _derived_rows(arch) != [r[:4] for r in rows]:
+        header["tensors"] = [r[:4] for r in rows]
+    path = write_bytes_atomic(path, MAGIC, bytes([VERSION]), *_header_bytes(header), payload.numpy().tobytes())
     return {"file_bytes": path.stat().st_size, "payload_bytes": int(payload.numel()), "tensors": len(entries),
-            "packed": n_packed, "sparse": n_sparse}
+            "packed": n_packed, "sparse": n_sparse, "names_stored": "tensors" in header}
+
+
+def _header_bytes(header: Dict[str, Any]) -> Tuple[bytes, bytes]:
+    c = zlib.compressobj(9, zdict=ZDICT)
+    head = c.compress(json.dumps(header, separators=(",", ":")).encode()) + c.flush()
+    return struct.pack("<I", len(head)), head
+
+
+def _layout(model: nn.Module) -> List[list]:
+    """``[name, kind, shape, spec]`` of every stored tensor of ``model``, in export order."""
+    rows = []
+    for key, m, name, t in stored_tensors(model):
+        q, bits = _quantizer(m, name)
+        if q is not None:
+            rows.append([key, "p", list(t.shape), bits])
+        elif t.dtype == torch.bool:
+            rows.append([key, "b", list(t.shape), 0])
+        elif t.is_floating_point():
+            rows.append([key, "f", list(t.shape), 0])
+        else:
+            rows.append([key, "i", list(t.shape), str(t.dtype).replace("torch.", "")])
+    return rows
+
+
+def _derived_rows(arch: Dict[str, Any]) -> Optional[List[list]]:
+    """The tensor list rebuilt from ``arch`` alone (None when it cannot be built so)."""
+    from ..models.arch import build_from_arch
+
+    try:
+        return _layout(build_from_arch(arch, None))
+    except Exception:  # noqa: BLE001 - not rebuildable without the shapes: store the names
+        return None
+
+
+def _compact(e: Dict[str, Any]) -> list:
+    spec = e["bits"] if e["kind"] == "packed" else (e["dtype"] if e["kind"] == "int" else 0)
+    row = [e["name"], _KINDS[e["kind"]], e["shape"], spec]
+    return row + [e["nnz"]] if e.get("sparse") else row
+
+
+def _expand(rows: List[list], float_dtype: str, path: Path) -> List[Dict[str, Any]]:
+    """Version-2 rows as the version-1 entries (explicit byte ranges) the loader reads."""
+    kinds = {v: k for k, v in _KINDS.items()}
+    fbytes = torch.finfo(_FLOAT_DTYPES[float_dtype]).bits // 8
+    entries, offset = [], 0
+
+    def take(n: int) -> List[int]:
+        nonlocal offset
+        start, offset = offset, offset + n
+        return [start, n]
+
+    for row in rows:
+        if not isinstance(row, list) or len(row) not in (4, 5) or row[1] not in kinds:
+            raise ValueError(f"{path}: malformed tensor entry {str(row)[:80]}")
+        name, kind, shape, spec = row[0], kinds[row[1]], [int(s) for s in row[2]], row[3]
+        n = 1
+        for s in shape:
+            n *= s
+        e: Dict[str, Any] = {"name": name, "kind": kind, "shape": shape}
+        count = n
+        if len(row) == 5:
+            e.update(sparse=True, nnz=int(row[4]), mask=take(packed_nbytes(n, 1)))
+            count = e["nnz"]
+        if kind == "packed":
+            e["bits"] = int(spec)
+            e["data"] = take(packed_nbytes(count, e["bits"]))
+        elif kind == "bool":
+            e["bits"] = 1
+            e["data"] = take(packed_nbytes(count, 1))
+        elif kind == "float":
+            e["store"] = float_dtype
+            e["data"] = take(count * fbytes)
+        else:
+            e["dtype"] = str(spec)
+            e["data"] = take(count * torch.iinfo(getattr(torch, e["dtype"])).bits // 8)
+        entries.append(e)
+    return entries
 
 
 def read_packed(path: Union[str, Path]) -> Dict[str, Any]:
-    """The raw blob of a packed file (validated header), loaded as data only."""
+    """The contents of a packed file: ``format``, ``version``, ``arch``, ``float_dtype``,
+    ``entries`` (per tensor: name, kind, shape, bits / dtype, byte ranges), ``payload`` (a
+    uint8 tensor) and any other header keys. Reads version 2 and version 1 files as data only.
+
+    Raises:
+        ValueError: a missing, foreign, truncated or newer file.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"packed model not found: {path}")
+    raw = path.read_bytes()
+    if raw[:len(MAGIC)] != MAGIC:
+        return _read_v1(path)
+    if len(raw) < len(MAGIC) + 5:
+        raise ValueError(f"{path}: truncated packed model")
+    version = raw[len(MAGIC)]
+    if version != VERSION:
+        raise ValueError(f"{path}: packed format version {version} is not supported (want {VERSION})")
+    (hlen,) = struct.unpack("<I", raw[len(MAGIC) + 1:len(MAGIC) + 5])
+    start = len(MAGIC) + 5
+    try:
+        d = zlib.decompressobj(zdict=ZDICT)
+        header = json.loads((d.decompress(raw[start:start + hlen]) + d.flush()).decode())
+    except (zlib.error, UnicodeDecodeError, ValueError):
+        raise ValueError(f"{path}: unreadable packed model header") from None
+    if not isinstance(header, dict) or "arch" not in header:
+        raise ValueError(f"{path}: not a sturdynet packed model")
+    rows = header.get("tensors")
+    if rows is None:
+        rows = _derived_rows(header["arch"])
+        if rows is None:
+            raise ValueError(f"{path}: the architecture in the header cannot be rebuilt")
+    rows = [list(r) for r in rows]
+    for i, nnz in header.get("sparse", []):
+        rows[i] = rows[i][:4] + [nnz]
+    blob = {"format": FORMAT, "version": VERSION, **{k: v for k, v in header.items() if k not in ("tensors", "sparse")}}
+    blob["entries"] = _expand(rows, header.get("float_dtype", "float32"), path)
+    body = raw[start + hlen:]
+    need = sum(e["data"][1] + (e["mask"][1] if "mask" in e else 0) for e in blob["entries"])
+    if len(body) != need:
+        raise ValueError(f"{path}: payload holds {len(body)} bytes, the header describes {need}")
+    blob["payload"] = torch.frombuffer(bytearray(body), dtype=torch.uint8) if body else torch.zeros(0, dtype=torch.uint8)
+    return blob
+
+
+def _read_v1(path: Path) -> Dict[str, Any]:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
         raise ValueError(f"{path}: not a loadable packed model ({type(e).__name__})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path}: not a sturdynet packed model")
-    if blob.get("version") != VERSION:
+    if blob.get("version") != 1:
         raise ValueError(f"{path}: packed format version {blob.get('version')} is not supported (want {VERSION})")
     return blob
 
