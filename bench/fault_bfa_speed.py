@@ -54,7 +54,8 @@ class RefQuantConv(nn.Module):
         self.step = torch.clamp(layer.weight.detach().float().abs().max(), min=1e-12) / 127
 
     def forward(self, x):
-        w = torch.round(self.layer.weight / self.step) * self.step
+        wt = self.layer.weight  # straight-through rounding, as the authors' quantized layers
+        w = wt + (torch.round(wt / self.step) * self.step - wt).detach()
         if isinstance(self.layer, nn.Linear):
             return F.linear(x, w, self.layer.bias)
         return self.layer._conv_forward(x, w, self.layer.bias)

@@ -138,7 +138,7 @@ class BitFlipAttack:
         k = min(k_top or self.k_top, site.numel)
         idx = g.abs().topk(k).indices
         gw = g[idx].double()
-        words = view.words(i)[idx]
+        words = view.words_at(i, idx)
         planes = torch.arange(site.bits, device=words.device)
         b = (words[:, None] >> planes[None, :]) & 1
         gb = gw[:, None] * view.bit_steps(i, idx).to(gw.device)  # dL/db_j = dL/dw * dw/db_j

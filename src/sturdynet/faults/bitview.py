@@ -185,6 +185,12 @@ class BitView:
         site = self.sites[i]
         return site.codes.encode(site.module.weight.detach()).reshape(-1)
 
+    def words_at(self, i: int, elem: Tensor) -> Tensor:
+        """The stored bit patterns of the flat elements ``elem`` of site ``i`` (``words(i)[elem]``)."""
+        flat = _flat(self.sites[i])
+        elem = elem.to(flat.device)
+        return self.sites[i].codes.encode(flat[elem], elem)
+
     def integers(self, i: int) -> Tensor:
         """The stored signed integers of an ``int`` or ``ternary`` site (flattened int64)."""
         site = self.sites[i]

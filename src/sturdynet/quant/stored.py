@@ -164,7 +164,7 @@ class IntCodes(StoredCodes):
 
     def bit_steps(self, w: Tensor, index: Tensor) -> Tensor:
         """``s * 2^j``, and ``-s * 2^(k-1)`` for the sign bit."""
-        scale = self.scale.to(w.device).expand(self.shape).reshape(-1)[index].double()
+        scale = self._scale_at(w, index).double().expand(index.shape)
         coef = 2.0 ** torch.arange(self.bits, dtype=torch.float64, device=scale.device)
         coef[-1] = -coef[-1]
         return scale[:, None] * coef[None, :]
@@ -203,7 +203,7 @@ class BinaryCodes(StoredCodes):
 
     def bit_steps(self, w: Tensor, index: Tensor) -> Tensor:
         """``2 s``."""
-        return 2.0 * self.scale.to(w.device).expand(self.shape).reshape(-1)[index].double()[:, None]
+        return 2.0 * self._scale_at(w, index).double().expand(index.shape)[:, None]
 
     def store(self, deployed: Tensor, name: str) -> Tensor:
         return torch.where(deployed > 0, 1.0, -1.0) * self.scale.to(deployed.device)
