@@ -13,7 +13,9 @@ from pathlib import Path
 
 import torch
 
-from sturdynet.core.method import CompressContext, run_steps
+from sturdynet.core.method import run_steps
+from sturdynet.train import TrainConfig
+from sturdynet.train.context import training_context
 from sturdynet.core.params import Component, component
 from sturdynet.core.registry import METHODS
 from sturdynet.data import load_data
@@ -46,7 +48,7 @@ def main() -> None:
             dense = model_for_data(spec, digits).eval()
             for vname, raw in VARIANTS.items():
                 steps = [component(METHODS, r, f"steps[{i}]", key="method") for i, r in enumerate(raw)]
-                model = run_steps(copy.deepcopy(dense), steps, CompressContext(data=digits, seed=0)).eval()
+                model = run_steps(copy.deepcopy(dense), steps, training_context(digits, TrainConfig(epochs=1), seed=0)).eval()
                 path = Path(tmp) / "m.sturdy"
                 info = export_model(model, path, arch_of(spec, digits, steps))
                 torch.save(dict(read_packed(path), version=1), Path(tmp) / "v1.sturdy")

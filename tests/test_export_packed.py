@@ -215,7 +215,7 @@ def test_file_is_the_payload_plus_a_compact_header_and_version_1_files_still_loa
         dense = model_for_data(spec, digits).eval()
         assert sum(p.numel() for p in dense.parameters()) >= 10_000
         steps = [component(METHODS, r, f"steps[{i}]", key="method") for i, r in enumerate(raw)]
-        model = run_steps(dense, steps, CompressContext(data=digits, seed=0)).eval()
+        model = run_steps(dense, steps, training_context(digits, TrainConfig(epochs=1), seed=0)).eval()
         arch = arch_of(spec, digits, steps)
         steps = raw
         path = tmp_path / f"m{len(steps)}.sturdy"
