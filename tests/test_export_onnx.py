@@ -7,10 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sturdynet.core.method import CompressContext, run_steps
+from sturdynet.core.method import run_steps
 from sturdynet.core.params import Component, component
 from sturdynet.core.registry import METHODS
 from sturdynet.models.small_cnn import SmallCNNParams
+from sturdynet.train import TrainConfig
+from sturdynet.train.context import training_context
 
 onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install 'sturdynet[onnx]')")
 pytest.importorskip("onnxscript", reason="ONNX export needs onnxscript (pip install 'sturdynet[onnx]')")
@@ -23,7 +25,7 @@ SHAPE = (1, 8, 8)
 
 def variant(model, data, **spec):
     step = component(METHODS, spec, "step", key="method")
-    out = run_steps(model, [step], CompressContext(data=data, seed=0))
+    out = run_steps(model, [step], training_context(data, TrainConfig(epochs=1), seed=0))
     return out.eval(), step
 
 
