@@ -34,17 +34,6 @@ def write_json_atomic(path: Union[str, Path], obj: Any) -> Path:
     return _atomic(path, write)
 
 
-def write_bytes_atomic(path: Union[str, Path], *parts: bytes) -> Path:
-    """Raw bytes (the parts one after the other), flushed to disk before they replace ``path``."""
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            for part in parts:
-                f.write(part)
-            f.flush()
-            os.fsync(f.fileno())
-    return _atomic(path, write)
-
-
 def torch_save_atomic(path: Union[str, Path], obj: Any) -> Path:
     """``torch.save`` of plain data (dicts, lists, tensors), atomically."""
     import torch

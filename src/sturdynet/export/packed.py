@@ -167,7 +167,8 @@ def export_model(model: nn.Module, path: Union[str, Path], arch: Dict[str, Any],
                               "sparse": [[i, e["nnz"]] for i, e in enumerate(entries) if e.get("sparse")]}
     if _derived_rows(arch) != [r[:4] for r in rows]:
         header["tensors"] = [r[:4] for r in rows]
-    path = write_bytes_atomic(path, MAGIC, bytes([VERSION]), *_header_bytes(header), payload.numpy().tobytes())
+    path = write_bytes_atomic(path, b"".join([MAGIC, bytes([VERSION]), *_header_bytes(header),
+                                              payload.numpy().tobytes()]))
     return {"file_bytes": path.stat().st_size, "payload_bytes": int(payload.numel()), "tensors": len(entries),
             "packed": n_packed, "sparse": n_sparse, "names_stored": "tensors" in header}
 
