@@ -23,6 +23,7 @@ from sturdynet.quant.binary.quantizers import SignActivation
 from sturdynet.quant.grad_mode import gradient_mode
 
 EPS = 0.1
+TOL = 0.02 + 1e-6  # 2 points (float slack: 2 of 100 samples is exactly 2 points)
 N = 80  # samples
 
 
@@ -171,7 +172,7 @@ def test_float_control_no_flag_and_standard_budget(control, digits):
     assert codes(m) & MASKING == set(), m["flags"]
     x, y = _xy(digits)
     strong, _, _ = strong_attack(control, x, y, autograd(control))
-    assert m["accuracy"] <= strong + 0.02
+    assert m["accuracy"] <= strong + TOL
     assert m["accuracy"] == m["accuracy_majority"] == m["accuracy_worst"]
 
 
@@ -187,7 +188,7 @@ def test_deterministic_masks(kind, control, digits):
     m = check(model, digits, steps=50, n_queries=1000)
     assert m["budget"] == "custom" and m["budget_detail"]["n_queries"] == 1000
     strong, _, _ = strong_attack(model, x, y, autograd(model))
-    assert m["accuracy"] <= strong + 0.02, (m["accuracy"], strong)
+    assert m["accuracy"] <= strong + TOL, (m["accuracy"], strong)
     if kind == "saturated":  # CE gradients vanish in float32: flagged, and the gradient-free budget grows
         assert {"zero_gradients", "no_gradient_switch"} <= codes(m), m["flags"]
         assert m["budget_detail"]["gradient_free_restarts"] == 5
@@ -201,7 +202,7 @@ def test_sign_activations(digits, fit_on_digits):
     x, y = _xy(digits, 50)
     m = check(model, digits, steps=20, n_queries=300, samples=50)
     strong, _, _ = strong_attack(model, x, y, through_ste(model), steps=40, restarts=2)
-    assert m["accuracy"] <= strong + 0.02, (m["accuracy"], strong)
+    assert m["accuracy"] <= strong + TOL, (m["accuracy"], strong)
     assert {"zero_gradients", "true_weaker_than_ste"} <= codes(m), m["flags"]
 
 
@@ -212,7 +213,7 @@ def test_declared_preprocessing(op, control, digits):
     x, y = _xy(digits, 50)
     m = check(model, digits, steps=20, n_queries=300, samples=50)
     strong, _, _ = strong_attack(model, x, y, through_bpda(op, control), steps=40, restarts=2)
-    assert m["accuracy"] <= strong + 0.02, (m["accuracy"], strong)
+    assert m["accuracy"] <= strong + TOL, (m["accuracy"], strong)
     assert {"zero_gradients", "true_weaker_than_ste"} <= codes(m), m["flags"]
     assert "no_gradient_switch" not in codes(m)  # declared: the straight-through members acted
 
@@ -247,18 +248,18 @@ RANDOM = {"noise": lambda d: nn.Sequential(Noise(0.2), mlp(d)),
 def test_randomized_models_use_eot_and_three_rules(kind, digits, fit_on_digits):
     torch.manual_seed(0)
     model = fit_on_digits(RANDOM[kind](digits), 30 if kind == "resize_pad" else 15)[0]
-    x, y = _xy(digits)
-    # 40 draws per verdict: with 10, the every-draw rule alone varies by about 5 points between
+    x, y = _xy(digits, 100)
+    # 100 samples, so that 2 points are 2 samples; 40 draws per verdict: with 10, the every-draw rule alone varies by about 5 points between
     # two evaluations of the same examples (a sample correct 95% of the time passes 10 draws 60% of the time)
-    m = check(model, digits, n_queries=1000, draws=40)
+    m = check(model, digits, n_queries=1000, draws=40, samples=100)
     assert m["random_forward"] and m["eot"] and m["budget"] == "custom"
     assert m["budget_detail"]["eot_iter"] == 20 and m["budget_detail"]["draws"] == 40
     assert "apgd-dlr" in m["per_attack"]  # the rand budget's members
     assert "random_forward" in codes(m)
     mean, maj, worst = strong_attack(model, x, y, autograd(model, eot=20), draws=40, steps=40, restarts=2)
-    assert m["accuracy"] <= mean + 0.02, (m["accuracy"], mean)
-    assert m["accuracy_majority"] <= maj + 0.02, (m["accuracy_majority"], maj)
-    assert m["accuracy_worst"] <= worst + 0.02, (m["accuracy_worst"], worst)
+    assert m["accuracy"] <= mean + TOL, (m["accuracy"], mean)
+    assert m["accuracy_majority"] <= maj + TOL, (m["accuracy_majority"], maj)
+    assert m["accuracy_worst"] <= worst + TOL, (m["accuracy_worst"], worst)
     assert m["accuracy_worst"] <= m["accuracy_majority"] + 1e-9
 
 
@@ -285,3 +286,24 @@ def test_standard_budget_agrees_with_torchattacks(control, digits):
         theirs = float(((control(adv).argmax(1) == y) & (control(x).argmax(1) == y)).float().mean())
     assert m["accuracy"] <= theirs + 0.005, (m["accuracy"], theirs)
     assert abs(m["accuracy"] - theirs) <= 0.005 or m["accuracy"] < theirs
+
+
+@pytest.mark.slow
+def test_adversarially_trained_control_raises_no_flag(digits):
+    """A genuinely robust model (PGD adversarial training) and its int8 version: no masking flag."""
+    from sturdynet.core.method import MethodContext, run_steps
+    from sturdynet.core.params import component
+    from sturdynet.core.registry import ADVERSARIAL, METHODS
+    from sturdynet.train import TrainConfig, fit
+
+    torch.manual_seed(0)
+    model = mlp(digits)
+    fit(model, digits, TrainConfig(epochs=15, lr=0.05), seed=0,
+        callbacks=[ADVERSARIAL.get("pgd")(eps=EPS, steps=5)])
+    model.eval()
+    step = component(METHODS, {"method": "quant.uniform", "bits": 8}, "variant", key="method")
+    q = run_steps(model, [step], MethodContext(data=digits, seed=0))
+    for net in (model, q):
+        m = check(net, digits, steps=30, n_queries=500)
+        assert m["accuracy"] > 0.3, m["accuracy"]  # robust for real
+        assert codes(m) & MASKING == set(), m["flags"]
