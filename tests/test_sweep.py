@@ -342,3 +342,17 @@ def test_resume_on_other_thread_count_warns_and_records_both(tmp_path):
     assert len(warns) == 1 and "threads" in warns[0]
     assert [e["env"]["threads"] for e in res["environments"]] == [1, 2]
     assert res["variants"][0]["env"] == 0  # the cell ran (and was kept) under the first environment
+
+
+def test_small_sweep_same_on_ray(tmp_path, local_ray):
+    """The quick version of the slow 24-cell tests: 2 cells in-process and on the local 2-CPU Ray
+    (the pool is covered by the slow test only: its spawned workers take ~20 s to import here)."""
+    small = parse_recipe(dict(GRID, sweep={"seeds": [0], "grid": {"variants.q.bits": [2, 8]}}))
+    ref = run_recipe(small, tmp_path / "inproc")
+    for kind in ("ray",):
+        ex = make_executor(kind, workers=2)
+        try:
+            res = run_recipe(small, tmp_path / kind, executor=ex)
+        finally:
+            ex.shutdown()
+        assert [v["metrics"] for v in res["variants"]] == [v["metrics"] for v in ref["variants"]], kind
