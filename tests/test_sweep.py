@@ -356,3 +356,17 @@ def test_small_sweep_same_on_ray(tmp_path, local_ray):
         finally:
             ex.shutdown()
         assert [v["metrics"] for v in res["variants"]] == [v["metrics"] for v in ref["variants"]], kind
+
+
+def test_workers_get_a_recipe_they_can_unpickle_and_parse():
+    """Check parameter classes made at run time (pgd) do not pickle and training callbacks do not
+    round-trip through to_dict: pool workers get the source mapping, which gives the same recipe."""
+    import pickle
+
+    from sturdynet.run.runner import portable_recipe
+
+    raw = dict(GRID, train=dict(GRID["train"], callbacks=[{"name": "sign_flips"}]),
+               evaluate=[{"check": "clean"}, {"check": "pgd", "eps": 0.1, "steps": 2}])
+    r = parse_recipe(raw)
+    port = portable_recipe(r)
+    assert isinstance(port, dict) and parse_recipe(pickle.loads(pickle.dumps(port))) == r

@@ -25,6 +25,7 @@ fine-tunes after the method (at a tenth of the base learning rate unless
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,8 @@ class Recipe:
     retries: int = 0
     #: variants after the sweep grid's expansion (the declared ones without a grid)
     expanded: Tuple[VariantSpec, ...] = field(default=(), compare=False)
+    #: the mapping this recipe was parsed from (sweep workers in other processes parse it again)
+    source: Optional[Mapping[str, Any]] = field(default=None, compare=False, repr=False)
 
     @property
     def seeds(self) -> Tuple[int, ...]:
@@ -232,7 +235,8 @@ def parse_recipe(data: Any) -> Recipe:
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ConfigError("retries", f"must be an integer >= 0, got {retries!r}")
     return Recipe(name=name, seed=seed, data=dat, model=mod, train=train, variants=variants,
-                  evaluate=checks, device=device, sweep=sweep, retries=retries, expanded=expanded)
+                  evaluate=checks, device=device, sweep=sweep, retries=retries, expanded=expanded,
+                  source=copy.deepcopy(dict(data)))
 
 
 def load_recipe(path: Optional[Union[str, Path]] = None) -> Recipe:

@@ -27,7 +27,7 @@ from torch import nn
 from ..core.atomic import write_bytes_atomic
 from .cell import Progress, check_key, error_text, resolve_device, variant_seed  # noqa: F401 (re-exported)
 from .checkpoint import load_checkpoint
-from .executor import Executor, make_executor
+from .executor import Executor, InProcess, make_executor
 from .recipe import Recipe, VariantSpec
 from .store import ResultsStore, environment, git_commit, machine, stable_hash, versions
 from .sweep import Cell
@@ -60,6 +60,25 @@ def referenced_variants(recipe: Recipe) -> Set[str]:
             if isinstance(v, str) and v in names:
                 out.add(v)
     return out
+
+
+def portable_recipe(recipe: Recipe) -> Any:
+    """What a worker process gets: the mapping the recipe was parsed from (parsed again there,
+    once per process) when that gives this recipe, else ``to_dict()`` when that does, else the
+    Recipe itself (pickled; check parameter classes made at run time do not pickle)."""
+    import dataclasses
+
+    from .recipe import parse_recipe
+
+    for cand in (recipe.source, recipe.to_dict()):
+        if cand is None:
+            continue
+        try:
+            if dataclasses.replace(parse_recipe(cand), device=recipe.device) == recipe:
+                return cand
+        except Exception:  # noqa: BLE001 - not a faithful copy: try the next form
+            continue
+    return recipe
 
 
 def needs_work(recipe: Recipe, spec: VariantSpec, old: Optional[Dict[str, Any]], have_model: bool) -> str:
@@ -142,7 +161,7 @@ class Runner:
                    if r.sweep is not None else {})}
 
     def _task(self, seed: int, **kw: Any) -> Dict[str, Any]:
-        return {"recipe": self.recipe, "seed": seed, "threads": torch.get_num_threads(),
+        return {"recipe": self._portable, "seed": seed, "threads": torch.get_num_threads(),
                 "device": str(self.device), "show_seed": self.multi_seed, **kw}
 
     def run(self) -> Dict[str, Any]:
@@ -152,6 +171,7 @@ class Runner:
         self.store = ResultsStore(self.dir, fresh=self.fresh)
         own_executor = self.executor is None
         ex = self.executor or make_executor("inprocess", progress=self.progress)
+        self._portable = self.recipe if isinstance(ex, InProcess) else portable_recipe(self.recipe)
         try:
             if self.fresh:
                 for p in [*self.dir.glob("base.pt"), *self.dir.glob("variants/*.pt"), *self.dir.glob("seeds/*/*.pt"),
