@@ -42,7 +42,7 @@ from sturdynet.train import TrainConfig, fit
 
 def flips(model, data, args, seed) -> dict:
     p = from_dict(CHECKS.params("bfa"), {"trials": args.trials, "attack_batch": 64, "max_flips": args.max_flips,
-                                         "random_baseline": False, "samples": None})
+                                         "random_baseline": False, "samples": args.samples})
     r = CHECKS.get("bfa")(model, data, p, CheckContext(seed=seed))
     per = [t.get("flips_to_random") for t in r["trials"]]
     return {"per_trial": [args.max_flips if f is None else f for f in per], "censored": sum(f is None for f in per)}
@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--grow-epochs", type=int, default=2)
     ap.add_argument("--retrain-epochs", type=int, default=6)
     ap.add_argument("--max-flips", type=int, default=300)
+    ap.add_argument("--samples", type=int, default=None, help="held-out test images per BFA evaluation (default all)")
     ap.add_argument("--out", default="bench/logs/ra_bnn_bfa_digits.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
