@@ -4,7 +4,8 @@
 in one process: the same model, data, batch size, crop+flip augmentation, SGD optimizer
 (weight decay on weights only, momentum, warm-up + cosine LambdaLR) and seed; the plain
 loop is the idiomatic fast one (images stored as uint8, augmentation on uint8 batches,
-channels_last on CPU, no per-step host sync). Rounds alternate which loop goes first; each
+channels_last on CPU, no per-step host sync). After one untimed warm-up run of each, rounds
+alternate which loop goes first; each
 run trains a fresh model one epoch over ``--train-subset`` images. The ratio is
 fit / plain of CPU seconds (``time.process_time``, robust to other jobs on a shared
 machine) per round; the summary has the median and the range, and ``--out`` writes it.
@@ -180,6 +181,8 @@ def compare(args: argparse.Namespace) -> None:
     def run_plain() -> float:
         return plain_epoch(fresh(), x_u8, data.train.y, cfg, args.seed)
 
+    for fn in (run_fit, run_plain):  # warm-up, not timed: first-call kernel selection, allocator growth
+        fn()
     rows = []
     for r in range(args.rounds):
         row = {"round": r + 1}

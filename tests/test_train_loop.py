@@ -81,3 +81,45 @@ def test_callback_hooks_order_and_loss_override(digits):
     assert calls == ["train_begin", "epoch_begin", "batch_begin", "loss", "after_backward", "step_end",
                      "epoch_end", "train_end"]
     assert hist[0]["custom"] == 1.5 and math.isfinite(hist[0]["val_accuracy"])
+
+
+def test_channels_last_inside_contiguous_outside(digits):
+    """Conv models train channels_last on CPU (deterministic under a seed, close to the
+    contiguous layout's result) and come back contiguous; the layout can be forced."""
+    from sturdynet.train.loop import memory_format_for
+
+    cfg = TrainConfig(epochs=1, batch_size=128)
+    seen = []
+
+    class Layout(Callback):
+        def on_batch_begin(self, state):
+            w = next(p for p in state.model.parameters() if p.dim() == 4)
+            seen.append((state.x.is_contiguous(memory_format=torch.channels_last),
+                         w.is_contiguous(memory_format=torch.channels_last)))
+
+    a, b, c = make(digits), make(digits), make(digits)
+    assert memory_format_for(a, torch.device("cpu")) == torch.channels_last
+    assert memory_format_for(nn.Linear(2, 2), torch.device("cpu")) == torch.contiguous_format
+    fit(a, digits, cfg, seed=3, callbacks=[Layout()])
+    assert seen and all(x and w for x, w in seen)
+    assert all(p.is_contiguous() for p in a.parameters())
+    fit(b, digits, cfg, seed=3)
+    fit(c, digits, cfg, seed=3, channels_last=False)
+    for pa, pb, pc in zip(a.state_dict().values(), b.state_dict().values(), c.state_dict().values()):
+        assert torch.equal(pa, pb)
+        if pa.is_floating_point():
+            torch.testing.assert_close(pa, pc, rtol=1e-3, atol=1e-3)
+
+
+def test_hooks_only_for_callbacks_that_define_them():
+    from sturdynet.train.loop import hooked
+
+    class OnlyStep(Callback):
+        def on_step_end(self, state):
+            pass
+
+    inst = Callback()
+    inst.on_epoch_end = lambda state: None  # an instance-level hook counts too
+    h = hooked([OnlyStep(), inst])
+    assert [type(c).__name__ for c in h["on_step_end"]] == ["OnlyStep"]
+    assert h["on_epoch_end"] == [inst] and h["on_batch_begin"] == [] and h["compute_loss"] == []

@@ -54,6 +54,38 @@ def grad_scale(x: Tensor, g: float) -> Tensor:
     return x.detach() + (y - y.detach())
 
 
+class FakeQuantSTE(torch.autograd.Function):
+    """``round(clamp(x / s, lo, hi)) * s`` with the straight-through backward of
+    ``round_ste(clamp(x / s, lo, hi)) * s`` in one node (issue 18: about 1.7x cheaper than
+    the composed graph): ``dx = g`` where ``lo <= x/s <= hi`` (clamp's inclusive range),
+    else 0; ``ds = sum(g * (round(x/s) - x/s))`` inside and ``sum(g * bound)`` where
+    clamped (LSQ's step gradient, arXiv 1902.08153 eq. 3), summed to ``s``'s shape. The
+    forward value is bit-identical to the composed form; gradients agree to rounding."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, s: Tensor, lo: float, hi: float) -> Tensor:  # type: ignore[override]
+        t = x / s
+        q = torch.clamp(t, lo, hi).round_()
+        ctx.save_for_backward(t, q)
+        ctx.bounds, ctx.s_shape = (lo, hi), s.shape
+        return q * s
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        t, q = ctx.saved_tensors
+        lo, hi = ctx.bounds
+        inside = (t >= lo) & (t <= hi)
+        gx = torch.where(inside, g, 0.0) if ctx.needs_input_grad[0] else None
+        gs = torch.where(inside, q - t, q).mul_(g).sum_to_size(ctx.s_shape) if ctx.needs_input_grad[1] else None
+        return gx, gs, None, None
+
+
+def fake_quant_ste(x: Tensor, s: Tensor, lo: float, hi: float) -> Tensor:
+    """Deployed ``round(clamp(x / s, lo, hi)) * s``; straight-through gradients to ``x`` and
+    ``s`` (``s`` broadcasts against ``x``; see :class:`FakeQuantSTE`)."""
+    return FakeQuantSTE.apply(x, s, lo, hi)
+
+
 class Quantizer(nn.Module):
     """Base class. Subclasses implement :meth:`quantize` (deployed values) and may
     override :meth:`surrogate` (a differentiable function whose gradient is the

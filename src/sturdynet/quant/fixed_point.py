@@ -41,7 +41,7 @@ from ..core.params import rng
 from .quant_bn import QuantBatchNorm2d, quant_bn_copy
 from .layers import QuantConv2d, QuantLinear, converted_copy
 from ..core.registry import METHODS
-from .base import Quantizer, round_ste
+from .base import Quantizer, fake_quant_ste, round_ste
 from .calibrate import best_power_of_two_frac, calibration_batch, collect_stats
 
 
@@ -99,7 +99,7 @@ class FixedPointQuantizer(Quantizer):
 
     def ste_forward(self, x: Tensor) -> Tensor:
         s = self._step(round_ste(self.frac))
-        return round_ste(torch.clamp(x / s, self.lo, self.hi)) * s
+        return fake_quant_ste(x, s, self.lo, self.hi)  # = round_ste(clamp(x / s, lo, hi)) * s, fused
 
     def stored(self, w: Tensor, deployed: Tensor, name: str = "weight"):
         """k-bit two's-complement integers times this quantizer's step (:mod:`.stored`)."""

@@ -26,7 +26,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .base import Quantizer, grad_scale, round_ste
+from .base import Quantizer, fake_quant_ste, grad_scale
 
 
 class LSQQuantizer(Quantizer):
@@ -93,7 +93,7 @@ class LSQQuantizer(Quantizer):
 
     def ste_forward(self, x: Tensor) -> Tensor:
         s = self._view(grad_scale(self.step, self.grad_scale_factor(x)), x)
-        return round_ste(torch.clamp(x / s, -self.qn, self.qp)) * s
+        return fake_quant_ste(x, s, -self.qn, self.qp)  # = round_ste(clamp(x / s, -Q_N, Q_P)) * s, fused
 
     def stored(self, w: Tensor, deployed: Tensor, name: str = "weight"):
         """k-bit two's-complement integers times this quantizer's step (:mod:`.stored`)."""
