@@ -100,3 +100,17 @@ def test_run_writes_report_and_resumes(tmp_path, capsys):
     assert "report:" in text and (out / "report.html").exists() and (out / "report.md").exists()
     assert main(["-q", "report", str(out)]) == 0
     assert main(["-q", "report", str(tmp_path)]) == 2
+
+
+def test_cli_sets_a_passive_omp_wait_policy_unless_the_user_chose_one():
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, sturdynet.cli; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "PASSIVE", out.stderr
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True)
+    assert out.stdout.strip() == "ACTIVE", out.stderr

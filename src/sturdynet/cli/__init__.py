@@ -11,8 +11,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import List, Optional
+
+# OpenMP worker threads that spin while waiting steal the cores other processes need; on a
+# busy machine that slowed the default run several-fold (issue 18, BENCHMARKS.md). libgomp
+# reads the policy once, when torch loads it, so it is set here, before anything imports
+# torch, and only when the user has not chosen one.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ..core.params import ConfigError
 
