@@ -11,13 +11,18 @@ the variants (one step of each, then the next round) so machine load hits every 
 alike; the table reports the median CPU seconds (``time.process_time``) per step and the
 ratio to the float step.
 
-    OMP_NUM_THREADS=1 python bench/quant_step_speed.py --rounds 12 --out bench/results/quant_step_speed.json
+    OMP_NUM_THREADS=1 python bench/quant_step_speed.py --rounds 8 --unfused --out bench/results/quant_step_speed.json
+
+``--unfused`` adds LSQ and fixed-point rows that run the composed fake-quantization graph
+(``round_ste(clamp(x / s, lo, hi)) * s``) instead of the fused node, in the same rounds.
 
 Targets (issue 18): <= 1.3x for int8/int4 LSQ, ternary and binary; <= 1.5x for fixed point.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
 import platform
 import statistics
@@ -60,14 +65,40 @@ def build(args: argparse.Namespace) -> Tuple[Dict[str, nn.Module], torch.Tensor,
     return models, x, y
 
 
+def composed_fake_quant(x: torch.Tensor, s: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """The graph ``FakeQuantSTE`` replaced (for the ``--unfused`` rows)."""
+    from sturdynet.quant.base import round_ste
+
+    return round_ste(torch.clamp(x / s, lo, hi)) * s
+
+
+@contextlib.contextmanager
+def unfused(active: bool):
+    """LSQ and fixed point with the composed fake-quantization graph while active."""
+    import sturdynet.quant.fixed_point as fp
+    import sturdynet.quant.lsq as lsq
+
+    saved = lsq.fake_quant_ste, fp.fake_quant_ste
+    if active:
+        lsq.fake_quant_ste = fp.fake_quant_ste = composed_fake_quant
+    try:
+        yield
+    finally:
+        lsq.fake_quant_ste, fp.fake_quant_ste = saved
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=12, help="timed steps per variant (round-robin)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--unfused", action="store_true", help="also time LSQ / fixed point with the composed graph")
     args = ap.parse_args()
     models, x, y = build(args)
+    if args.unfused:
+        for label in [k for k in models if "LSQ" in k or "fixed" in k]:
+            models[f"{label}, unfused"] = copy.deepcopy(models[label])
     fmt = memory_format_for(models["float"], torch.device("cpu"))
     xb = x.contiguous(memory_format=fmt)
     opts = {}
@@ -78,10 +109,11 @@ def main() -> None:
     for r in range(args.warmup + args.rounds):
         for name, m in models.items():
             c = time.process_time()
-            loss = F.cross_entropy(m(xb), y)
-            opts[name].zero_grad(set_to_none=True)
-            loss.backward()
-            opts[name].step()
+            with unfused(name.endswith("unfused")):
+                loss = F.cross_entropy(m(xb), y)
+                opts[name].zero_grad(set_to_none=True)
+                loss.backward()
+                opts[name].step()
             if r >= args.warmup:
                 times[name].append(time.process_time() - c)
     med = {n: statistics.median(t) for n, t in times.items()}
@@ -93,7 +125,8 @@ def main() -> None:
                "threads": torch.get_num_threads(), "rows": rows,
                "machine": f"{platform.node()} {platform.processor() or platform.machine()}, shared 2-core CPU (loaded)",
                "torch": torch.__version__,
-               "command": f"OMP_NUM_THREADS=1 python bench/quant_step_speed.py --rounds {args.rounds}"}
+               "command": f"OMP_NUM_THREADS=1 python bench/quant_step_speed.py --rounds {args.rounds}"
+                          + (" --unfused" if args.unfused else "")}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(summary, indent=1))
