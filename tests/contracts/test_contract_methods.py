@@ -118,6 +118,14 @@ def test_training_method_requires_a_training_context(name, tiny_mlp, tiny_data):
         method.apply(_model(name, tiny_mlp), _params(name), MethodContext(data=tiny_data))
 
 
+def test_former_context_name_points_to_the_training_context(tiny_data):
+    from sturdynet.core.method import CompressContext
+
+    assert CompressContext(data=tiny_data, seed=2).seed == 2
+    with pytest.raises(TypeError, match="training_context"):
+        CompressContext(data=tiny_data, train=TINY_TRAIN, fit=lambda *a, **k: [])
+
+
 def test_training_context_requires_its_fields(tiny_data):
     with pytest.raises(TypeError, match="fit"):
         TrainingContext(data=tiny_data, train=TINY_TRAIN, finetune_config=lambda *a: None)

@@ -161,5 +161,16 @@ def run_steps(model: nn.Module, steps: Sequence[Any], ctx: Optional[MethodContex
     return model
 
 
-#: the transforms' optional context under its former name (kept for callers written before the split)
-CompressContext = MethodContext
+def CompressContext(**fields: Any) -> MethodContext:  # noqa: N802 - the former class name
+    """The former all-purpose context, kept for transforms' callers: ``MethodContext(**fields)``.
+
+    Raises:
+        TypeError: when given training fields (``train``, ``fit``, ``init_state``); methods
+            that train take a :class:`TrainingContext`
+            (``sturdynet.train.context.training_context(data, cfg, seed=...)``).
+    """
+    training = sorted(set(fields) & {"train", "fit", "init_state", "finetune_config"})
+    if training:
+        raise TypeError(f"CompressContext no longer carries {', '.join(training)}: build a TrainingContext with "
+                        "sturdynet.train.context.training_context(data, train_config, seed=...)")
+    return MethodContext(**fields)
