@@ -42,7 +42,7 @@ def build(out: Path) -> tuple:
     runner.run()
     models = {"dense": runner.base}
     for v in VARIANTS:
-        models[v["name"]], _ = load_checkpoint(out / "variants" / f"{v['name']}.pt")
+        models[v["name"]], _ = load_checkpoint(out / "variants" / f"{v['name']}.safetensors")
     return runner.data, {k: m.eval() for k, m in models.items()}
 
 

@@ -210,7 +210,7 @@ def test_fine_pruned_variant_reports_and_reloads(poisoned_run):
     log = fp["method_log"]["prune.fine_pruning"]
     assert log["layer"] == "11" and log["channels_before"] == 16 and 0 <= log["channels_pruned"] <= 8
     assert log["params_after"] < log["params_before"] or log["channels_pruned"] == 0
-    model, _ = load_checkpoint(out / "variants" / "fine-pruned.pt")  # physical: sizes read from the checkpoint
+    model, _ = load_checkpoint(out / "variants" / "fine-pruned.safetensors")  # physical: sizes read from the checkpoint
     assert model[11].out_channels == 16 - log["channels_pruned"]
 
 

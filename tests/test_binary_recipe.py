@@ -46,7 +46,7 @@ def test_run_and_reload(tmp_path):
     assert variants["grown"]["params_count"] > variants["bnn"]["params_count"]
     x = torch.rand(4, 1, 8, 8)
     for name in ("reste", "ovsw", "grown"):
-        model, blob = load_checkpoint(tmp_path / "variants" / f"{name}.pt")
+        model, blob = load_checkpoint(tmp_path / "variants" / f"{name}.safetensors")
         assert all(torch.equal(model.state_dict()[k], v) for k, v in blob["state_dict"].items())
         assert torch.isfinite(model(x)).all()
-    assert load_checkpoint(tmp_path / "variants" / "grown.pt")[0].widths == (8, 16, 32)
+    assert load_checkpoint(tmp_path / "variants" / "grown.safetensors")[0].widths == (8, 16, 32)

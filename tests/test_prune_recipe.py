@@ -58,7 +58,7 @@ def test_run_and_reload(tmp_path):
     from sturdynet.data.digits import DigitsParams
     x = load_data(Component("digits", DigitsParams()), seed=0).test.x[:16]
     for name in ("gmt", "lamp", "chan"):
-        model, blob = load_checkpoint(tmp_path / "variants" / f"{name}.pt")
+        model, blob = load_checkpoint(tmp_path / "variants" / f"{name}.safetensors")
         state = blob["state_dict"]
         assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
         assert torch.isfinite(model(x)).all()

@@ -52,7 +52,7 @@ def test_results_shape(tiny_run):
         clean = decode_bits(v["metrics"]["clean"]["per_sample"])[:50]
         adv = decode_bits(v["metrics"]["pgd"]["per_sample"])
         assert all(a <= c for a, c in zip(adv, clean))
-    assert (out / "base.pt").exists() and (out / "variants" / "int4.pt").exists()
+    assert (out / "base.safetensors").exists() and (out / "variants" / "int4.safetensors").exists()
 
 
 def test_resume_skips_finished_variants(tiny_run):

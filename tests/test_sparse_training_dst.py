@@ -273,7 +273,7 @@ def test_recipe_end_to_end_with_reload(tmp_path):
     for name, sp in [("imp", 0.75), ("colt", 0.7), ("rigl", 0.8), ("set", 0.8), ("gm-rigl", 0.8)]:
         assert by[name]["status"] == "ok", by[name]
         assert by[name]["sparsity"] == pytest.approx(sp, abs=2e-3)
-        model, _ = load_checkpoint(tmp_path / "variants" / f"{name}.pt")
+        model, _ = load_checkpoint(tmp_path / "variants" / f"{name}.safetensors")
         assert mask_sparsity(model) == pytest.approx(sp, abs=2e-3)
     assert len(by["imp"]["method_log"]["imp"]["rounds"]) == 3
     assert by["rigl"]["method_log"]["prune.rigl"]["agent_tau"]

@@ -65,8 +65,15 @@ def test_checkpoint_round_trip_weights_only(tmp_path, digits, trained_cnn):
     loaded, blob = load_checkpoint(path)
     x = digits.test.x[:16]
     assert torch.equal(loaded(x), q.eval()(x))
-    raw = torch.load(path, weights_only=True)
-    assert raw["format"] == "sturdynet-checkpoint"
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:  # a plain safetensors file: no pickle
+        assert '"sturdynet-checkpoint"' in f.metadata()["sturdynet"] and len(f.metadata()["sha256"]) == 64
+    legacy = tmp_path / "old.pt"  # checkpoints of earlier versions (torch.save) still load, weights_only
+    torch.save({"format": "sturdynet-checkpoint", "version": 1, "arch": blob["arch"],
+                "state_dict": blob["state_dict"], "extra": {}}, legacy)
+    old, old_blob = load_checkpoint(legacy)
+    assert torch.equal(old(x), q.eval()(x)) and old_blob["sha256"] is None
 
 
 def test_bad_checkpoint_files(tmp_path):

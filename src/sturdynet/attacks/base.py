@@ -110,7 +110,7 @@ class AttackParams:
     attacks add ``loss``), so a user can watch or log progress.
     """
 
-    eps: float = rng(0, None, default=8 / 255)
+    eps: float = rng(0, None, inf=True, default=8 / 255)  # inf: minimum-norm attacks (cw, fab)
     norm: Literal["linf", "l2"] = "linf"
     targeted: bool = False
     grad_mode: Optional[Literal["ste", "true"]] = None

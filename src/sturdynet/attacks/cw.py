@@ -34,7 +34,7 @@ class CWParams(AttackParams):
     ``c`` from ``c_init``, ``kappa`` confidence margin, ``lr`` Adam learning rate,
     ``abort_early`` (stop a round when the loss stalls)."""
 
-    eps: float = rng(0, None, default=float("inf"))
+    eps: float = rng(0, None, inf=True, default=float("inf"))
     norm: Literal["l2"] = "l2"
     steps: int = rng(1, None, default=100)
     binary_steps: int = rng(1, None, default=9)

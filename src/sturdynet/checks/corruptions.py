@@ -48,8 +48,7 @@ class CorruptionCheckParams(SampleParams):
             raise ValueError("corruptions: must list at least one corruption")
         unknown = [c for c in self.corruptions if c not in CORRUPTIONS]
         if unknown:
-            raise ValueError(f"corruptions: unknown corruption {unknown[0]!r} (available: "
-                             f"{', '.join(CORRUPTIONS.names())})")
+            raise ValueError(f"corruptions: {CORRUPTIONS.unknown(unknown[0])}")
         if len(set(self.corruptions)) != len(self.corruptions):
             raise ValueError("corruptions: lists a corruption twice")
         if not self.severities or len(set(self.severities)) != len(self.severities):

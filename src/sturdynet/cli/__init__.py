@@ -21,6 +21,7 @@ from typing import List, Optional
 # torch, and only when the user has not chosen one.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from ..core.names import first_line, os_error_text  # noqa: E402
 from ..core.params import ConfigError
 
 COMMANDS = ["run", "validate", "train", "evaluate", "export", "report", "list", "compare"]
@@ -79,7 +80,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as e:
         if args.debug:
             raise
-        print(f"sturdynet: error: {e}", file=sys.stderr)
+        print(f"sturdynet: error: {first_line(e, 400)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, read-only or missing output folder: the user's environment
+        if args.debug:
+            raise
+        print(f"sturdynet: error: {os_error_text(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sturdynet: interrupted (finished results are kept; run again to resume)", file=sys.stderr)
@@ -87,8 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:  # noqa: BLE001 - one line instead of a traceback
         if args.debug:
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(f"sturdynet: error: {type(e).__name__}: {msg}", file=sys.stderr)
+        print(f"sturdynet: error: {type(e).__name__}: {first_line(e, 400)}", file=sys.stderr)
         return 1
 
 

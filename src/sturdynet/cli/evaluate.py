@@ -67,11 +67,11 @@ def run(args: argparse.Namespace) -> int:
     from ..checks.base import CheckContext
     from ..core import progress
     from .progress import ProgressDisplay
-    from ..core.atomic import write_json_atomic
+    from ..core.atomic import check_writable, write_json_atomic
     from ..core.params import ConfigError, to_dict
     from ..core.registry import CHECKS
     from ..core.tensors import model_device
-    from ..run.recipe import parse_check
+    from ..run.recipe import MAX_SEED, parse_check
 
     def parse(text: str, what: str):
         try:
@@ -79,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
         except yaml.YAMLError:
             raise ConfigError(what, f"not valid YAML: {text!r}") from None
 
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError("--seed", f"must be an integer in [0, {MAX_SEED}], got {args.seed}")
+    if args.out:
+        check_writable(Path(args.out))
     model, data, source = _load_model(args, parse)
     checks = [parse_check(parse(c, "--check"), f"--check[{i}]") for i, c in enumerate(args.checks or ["clean"])]
     ctx = CheckContext(device=model_device(model), seed=args.seed, models={"dense": model})

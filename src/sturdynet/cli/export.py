@@ -17,7 +17,10 @@ random batch and compares the top-1 predictions with the checkpoint model's.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from ..core.atomic import check_writable
 
 
 def add_parser(sub) -> None:
@@ -46,7 +49,8 @@ def _inspect(path: str) -> int:
     arch = blob["arch"]
     label = arch["model"].get("name") or arch["model"].get("factory")
     print(f"{path}: model {label}, steps {[s.get('method') for s in arch.get('steps', [])]}, "
-          f"payload {blob['payload'].numel()} bytes, floats {blob['float_dtype']}")
+          f"payload {blob['payload'].numel()} bytes, floats {blob['float_dtype']}, "
+          f"sha256 {blob.get('sha256') or 'none (version 1 file)'}")
     for e in blob["entries"]:
         kind = e["kind"] + (f"{e['bits']}" if "bits" in e else "")
         extra = f" sparse nnz={e['nnz']}" if e.get("sparse") else ""
@@ -69,21 +73,28 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         return _onnx(args, model, blob)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".sturdy")
+    check_writable(out)
     info = export_model(model, out, blob["arch"], float_dtype="float16" if args.float16 else "float32")
     size = compression_facts(model)["size_bytes"]
     print(f"wrote {out}: {info['file_bytes']} bytes on disk, weight payload {info['payload_bytes']} bytes "
           f"({info['packed']} packed, {info['sparse']} sparse of {info['tensors']} tensors); "
-          f"size_bytes {size} ({(info['payload_bytes'] / max(1, size) - 1) * 100:+.2f}%)")
+          f"size_bytes {size} ({(info['payload_bytes'] / max(1, size) - 1) * 100:+.2f}%); sha256 {info['sha256']}")
     if args.no_verify or args.float16:
         return 0
-    loaded, _ = load_packed(out, trusted_factory=args.model_factory)
+    try:
+        loaded, _ = load_packed(out, trusted_factory=args.model_factory)
+    except BaseException:
+        out.unlink(missing_ok=True)  # never leave an unverified file behind
+        raise
     d = blob["arch"]["data"]
     g = torch.Generator().manual_seed(0)
     x = torch.rand(8, d["in_channels"], *d["input_size"], generator=g)
     with torch.no_grad():
         same = torch.equal(model.eval()(x), loaded(x))
     if not same:
-        print("verify: FAILED: the reloaded model's outputs differ from the checkpoint's")
+        out.unlink(missing_ok=True)  # never leave an unverified file behind
+        print(f"sturdynet: error: verify failed: the reloaded model's outputs differ from the checkpoint's; "
+              f"{out} removed", file=sys.stderr)
         return 1
     print("verify: reloaded outputs equal the checkpoint model's bit for bit")
     return 0

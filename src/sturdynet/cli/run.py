@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from ..run.executor import make_executor
+    from ..core.atomic import check_writable
     from ..run.runner import run_recipe
     from . import recipe_args
     from .summary import finish_report
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / recipe.name
     if args.dry_run:
         return dry_run(recipe, out)
+    check_writable(out, folder=True)
     with ProgressDisplay(enabled=not args.quiet) as progress:
         executor = make_executor(args.executor or "inprocess", args.workers, args.address, progress=progress)
         try:

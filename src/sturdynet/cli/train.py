@@ -12,14 +12,15 @@ from .recipe_args import add_recipe_args
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train the base model of a recipe and save a checkpoint")
     add_recipe_args(p)
-    p.add_argument("--out", default="model.pt", help="checkpoint path (default: model.pt)")
+    p.add_argument("--out", default="model.safetensors",
+                   help="checkpoint path (default: model.safetensors)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--device", help="override the recipe's device")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.params import ConfigError
+    from ..core.params import MAX_INT, ConfigError
     from ..data import load_data
     from ..models.common import model_for_data
     from . import recipe_args
@@ -28,11 +29,14 @@ def run(args: argparse.Namespace) -> int:
     from ..run.checkpoint import save_checkpoint
     from ..train.loop import evaluate_accuracy, fit
 
+    from ..core.atomic import check_writable
+
     recipe = recipe_args.load(args)
+    check_writable(Path(args.out))
     cfg = recipe.train
     if args.epochs is not None:
-        if args.epochs < 0:
-            raise ConfigError("--epochs", f"must be >= 0, got {args.epochs}")
+        if not 0 <= args.epochs <= MAX_INT:
+            raise ConfigError("--epochs", f"must be in [0, {MAX_INT}], got {args.epochs}")
         cfg = dataclasses.replace(cfg, epochs=args.epochs)
     device = resolve_device(args.device or recipe.device)
     data = load_data(recipe.data, recipe.seed)

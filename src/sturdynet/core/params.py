@@ -11,6 +11,7 @@ Field constraints live in ``dataclasses.field(metadata=...)``:
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -24,19 +25,36 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 
+#: recipe numbers beyond these are typos or attacks (1e12 epochs, eps 1e308), never settings
+MAX_INT = 10 ** 9
+MAX_FLOAT = 1e30
+
+
 class ConfigError(ValueError):
     """A bad recipe value; ``str(err)`` is ``"<field path>: <what is wrong>"``."""
 
     def __init__(self, path: str, message: str) -> None:
         self.path = path
-        self.message = message
+        self.message = " ".join(str(message).splitlines())  # always one line
         super().__init__(f"{path}: {message}" if path else message)
 
 
-def rng(lo: Optional[float] = None, hi: Optional[float] = None, bounds: str = "[]", **kw: Any) -> Any:
-    """A dataclass field with a numeric range, e.g. ``sparsity: float = rng(0, 1, "[)")``."""
-    meta = {"range": (lo, hi, bounds)}
+def rng(lo: Optional[float] = None, hi: Optional[float] = None, bounds: str = "[]", inf: bool = False,
+        **kw: Any) -> Any:
+    """A dataclass field with a numeric range, e.g. ``sparsity: float = rng(0, 1, "[)")``.
+
+    Numbers must be finite unless ``inf=True`` (an attack's ``eps = inf``: no bound).
+    """
+    meta = {"range": (lo, hi, bounds), "inf": inf}
     return field(metadata=meta, **kw)
+
+
+def _check_finite(f: dataclasses.Field, value: Any, path: str) -> None:
+    if f.metadata.get("inf"):
+        return
+    for v in value if isinstance(value, tuple) else (value,):
+        if isinstance(v, float) and math.isinf(v):
+            raise ConfigError(path, f"must be a finite number, got {v}")
 
 
 def _join(path: str, key: Any) -> str:
@@ -90,6 +108,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        if isinstance(value, (list, tuple)) and not value and any(
+                typing.get_origin(a) in (tuple, list) for a in args) and any(a in (int, float) for a in args):
+            raise ConfigError(path, "must be a number or a non-empty list of numbers, got []")
         errors = []
         for a in args:
             if a is type(None):
@@ -135,16 +156,30 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(path, f"must be an integer, got {value!r}")
+        if abs(value) > MAX_INT:
+            raise ConfigError(path, f"must be at most {MAX_INT:.0e} in magnitude, got {value}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             # YAML reads 1e-3 (no dot) and 8/255 as strings: accept numbers and fractions.
             if isinstance(value, str):
                 number = parse_number(value)
-                if number is not None:
-                    return number
-            raise ConfigError(path, f"must be a number (or a fraction such as 8/255), got {value!r}")
-        return float(value)
+                if number is None:
+                    raise ConfigError(path, f"must be a number (or a fraction such as 8/255), got {value!r}")
+                value = number
+            else:
+                raise ConfigError(path, f"must be a number (or a fraction such as 8/255), got {value!r}")
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(path, f"must be a finite number at most {MAX_FLOAT:.0e} in magnitude") from None
+        if math.isnan(value):
+            raise ConfigError(path, "must be a number, got NaN")
+        if math.isinf(value):
+            return value  # refused by from_dict unless the field declares rng(..., inf=True)
+        if abs(value) > MAX_FLOAT:
+            raise ConfigError(path, f"must be at most {MAX_FLOAT:.0e} in magnitude, got {value:g}")
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(path, f"must be a string, got {value!r}")
@@ -197,14 +232,16 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
-            known = ", ".join(sorted(fields)) or "none"
-            raise ConfigError(_join(path, key), f"unknown key (known: {known})")
+            from .names import nearest_hint
+
+            raise ConfigError(_join(path, key), f"unknown key ({nearest_hint(key, fields, 'see the docs')})")
     kwargs = {}
     for name, f in fields.items():
         fpath = _join(path, name)
         if name in data:
             parse = f.metadata.get("parse")
             value = parse(data[name], fpath) if parse else _convert(hints[name], data[name], fpath)
+            _check_finite(f, value, fpath)
             _check_range(f, value, fpath)
             kwargs[name] = value
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
@@ -269,14 +306,60 @@ def component(registry: "Registry", data: Any, path: str, key: str = "name",
     return Component(name, registry.validate(name, rest, path))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (YAML says keys are
+    unique; PyYAML would silently keep the last one)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: Dict[Any, int] = {}
+    for key_node, _ in node.value:  # before merging ``<<`` keys, which may be overridden
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        except TypeError:  # an unhashable key (a list): the constructor refuses it
+            continue
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_yaml(text: str, source: str = "") -> Any:
+    """YAML text -> data (safe types only, duplicate keys refused); errors are one-line ConfigErrors
+    naming ``source`` and the line."""
+    where = f"{source}: " if source else ""
+    if "\x00" in text:
+        line = text[:text.index("\x00")].count("\n") + 1
+        raise ConfigError("", f"{where}not valid YAML (line {line}): NUL byte")
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError("", f"{where}not valid YAML{at}: {problem}") from None
+    except RecursionError:
+        raise ConfigError("", f"{where}not valid YAML: nested too deeply") from None
+
+
 def load_yaml(path: Union[str, Path]) -> Any:
-    """Read a YAML file, turning I/O and syntax problems into one-line ConfigErrors."""
+    """Read a UTF-8 YAML file, turning I/O, encoding and syntax problems into one-line ConfigErrors."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError("", f"recipe file not found: {p}")
     try:
-        return yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError("", f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError("", f"{p}: cannot read ({e.strerror or e})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError("", f"{p}: not UTF-8 text (byte {e.start}, line {line})") from None
+    return parse_yaml(text, str(p))

@@ -24,11 +24,11 @@ registry never answers "available: none". The import is by module name at run ti
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import importlib
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .names import nearest_hint
 from .params import ConfigError, from_dict, kwargs_of, rename_keys
 
 Build = Callable[..., Any]
@@ -108,15 +108,7 @@ class Registry:
 
     def unknown(self, name: Any) -> str:
         """``unknown <kind> 'x'`` plus the nearest registered names (one line)."""
-        close = difflib.get_close_matches(str(name), self.names(), n=3, cutoff=0.5)
-        names = self.names()
-        if close:
-            hint = f"did you mean {', '.join(close)}?"
-        elif len(names) <= 12:
-            hint = f"known: {', '.join(names)}"
-        else:
-            hint = f"{len(names)} known; `sturdynet list` shows them"
-        return f"unknown {self.kind} {name!r} ({hint})"
+        return f"unknown {self.kind} {name!r} ({nearest_hint(name, self.names())})"
 
     def get(self, name: str) -> Any:
         """Return the registered object, or raise a ValueError naming the nearest names."""

@@ -5,6 +5,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .base import check_batch
+
 
 def to_nchw(x: np.ndarray, layout: str = "auto", what: str = "images") -> np.ndarray:
     """Return ``x`` as (N, C, H, W) without changing its dtype.
@@ -45,10 +47,10 @@ def to_float_tensor(x: np.ndarray, what: str = "images") -> Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x))
         return t.to(torch.float32).div_(255.0)
     if np.issubdtype(x.dtype, np.floating):
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        lo, hi = float(t.min()), float(t.max())
-        if lo < 0 or hi > 1:
-            raise ValueError(f"float {what} must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
+        with np.errstate(over="ignore", invalid="ignore"):
+            big = np.ascontiguousarray(x, dtype=np.float32)  # float64 beyond float32 becomes inf: refused below
+        t = torch.from_numpy(big)
+        check_batch(t, what=what)
         return t
     raise ValueError(f"{what} must be uint8 (0..255) or float in [0, 1], got dtype {x.dtype}")
 
@@ -61,6 +63,8 @@ def to_label_tensor(y: np.ndarray, n: int, what: str = "labels") -> Tensor:
         raise ValueError(f"{what} must have shape ({n},), got {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{what} must be integers, got dtype {y.dtype}")
-    if n and int(y.min()) < 0:
-        raise ValueError(f"{what} must be >= 0, got {int(y.min())}")
-    return torch.from_numpy(y.astype(np.int64))
+    if y.dtype == np.uint64 and n and int(y.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"{what}: label {int(y.max())} is out of range")
+    t = torch.from_numpy(y.astype(np.int64))
+    check_batch(t.new_zeros((0,)).float(), t, None, what)
+    return t

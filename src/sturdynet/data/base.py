@@ -111,20 +111,86 @@ def stratified_indices(y: Tensor, n: int, generator: torch.Generator) -> Tuple[T
     return torch.nonzero(mask).flatten(), torch.nonzero(~mask).flatten()
 
 
-def _check_arrays(x: Tensor, y: Tensor, what: str) -> None:
+#: samples checked per chunk (bounds the temporary memory of the value checks)
+_CHUNK = 4096
+
+
+def check_batch(x: Tensor, y: Optional[Tensor] = None, num_classes: Optional[int] = None,
+                what: str = "images", offset: int = 0) -> None:
+    """Validate one batch (or a whole split): finite pixels in [0, 1], labels in 0..K-1.
+
+    Streaming loaders call it per batch; ``offset`` is the batch's first sample index in
+    its file or split, so the error names the sample as stored.
+
+    Args:
+        x: images (N, ...) float (integer images are in range by construction and skipped).
+        y: labels (N,), or None to check images only.
+        num_classes: K; labels must lie in 0..K-1 (only ``>= 0`` when None).
+        what: the file and array the batch came from (``data.npz: x_train``), used in errors.
+        offset: index of ``x[0]`` in its source.
+
+    Raises:
+        ValueError: one line naming ``what`` and the first bad sample's index.
+    """
+    if torch.is_floating_point(x) and x.numel():
+        flat = x.reshape(x.shape[0], -1) if x.dim() else x.reshape(1, 1)
+        for s in range(0, flat.shape[0], _CHUNK):
+            part = flat[s:s + _CHUNK]
+            bad = ~torch.isfinite(part).all(dim=1)
+            if bool(bad.any()):
+                i = int(bad.nonzero()[0])
+                row = part[i]
+                kind = "NaN" if bool(torch.isnan(row).any()) else "infinite"
+                raise ValueError(f"{what}[{offset + s + i}] has a {kind} value (images must be finite, in [0, 1])")
+            out = (part < 0).any(dim=1) | (part > 1).any(dim=1)
+            if bool(out.any()):
+                i = int(out.nonzero()[0])
+                row = part[i]
+                raise ValueError(f"{what}[{offset + s + i}]: values must lie in [0, 1], got min "
+                                 f"{float(row.min()):.3g}, max {float(row.max()):.3g}")
+    if y is not None and y.numel():
+        if torch.is_floating_point(y) or y.dtype == torch.bool:
+            raise ValueError(f"{what}: labels must be integers, got {y.dtype}")
+        hi = num_classes - 1 if num_classes is not None else None
+        bad = (y < 0) if hi is None else ((y < 0) | (y > hi))
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            want = ">= 0" if hi is None else f"in 0..{hi}"
+            raise ValueError(f"{what}: label {int(y[i])} at index {offset + i} is not {want}")
+
+
+def _check_arrays(x: Tensor, y: Tensor, what: str, source: str) -> None:
     if x.dim() != 4:
-        raise ValueError(f"{what} images must have shape (N, C, H, W), got {tuple(x.shape)}")
+        raise ValueError(f"{source}: {what} images must have shape (N, C, H, W), got {tuple(x.shape)}")
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"{what} labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+        raise ValueError(f"{source}: {what} labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
     if x.shape[0] == 0:
-        raise ValueError(f"{what} split is empty")
+        raise ValueError(f"{source}: {what} split is empty")
     if not torch.is_floating_point(x):
-        raise ValueError(f"{what} images must be float in [0, 1], got {x.dtype}")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0 or hi > 1:
-        raise ValueError(f"{what} images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
-    if int(y.min()) < 0:
-        raise ValueError(f"{what} labels must be >= 0, got {int(y.min())}")
+        raise ValueError(f"{source}: {what} images must be float in [0, 1], got {x.dtype}")
+    check_batch(x, y, None, f"{source}: {what}")
+
+
+def check_classes(y_train: Tensor, y_test: Tensor, class_names: Optional[Sequence[str]], source: str) -> int:
+    """The number of classes K, after checking that labels are 0..K-1 and every class has
+    training images (a class seen only in the test split, or named only in ``class_names``,
+    cannot be learnt).
+
+    Raises:
+        ValueError: one line naming ``source`` and the first missing or stray class.
+    """
+    present = torch.unique(y_train)
+    k = len(class_names) if class_names is not None else int(present.max()) + 1
+    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    check_batch(y_train.new_zeros((0,)).float(), y_train, k, f"{source}: train")
+    check_batch(y_test.new_zeros((0,)).float(), y_test, k, f"{source}: test")
+    if present.numel() != k:
+        have = set(present.tolist())
+        missing = [c for c in range(k) if c not in have]
+        extra = f", nor do {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ValueError(f"{source}: class {missing[0]} ({names[missing[0]]!r}) has no training images{extra} "
+                         f"(labels must be 0..K-1 with every class in the training split; K = {k})")
+    return k
 
 
 def make_bundle(name: str, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
@@ -137,16 +203,19 @@ def make_bundle(name: str, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_t
         params: the data set's validated parameters (``val_fraction``, ``subset``, ...).
         seed: the recipe seed; the same seed gives the same splits.
     """
+    source = str((info or {}).get("source") or name)
+    for what, t in (("train labels", y_train), ("test labels", y_test)):
+        if torch.is_floating_point(t) or t.dtype == torch.bool:
+            raise ValueError(f"{source}: {what} must be integers, got {t.dtype}")
     x_train, x_test = x_train.float().contiguous(), x_test.float().contiguous()
     y_train, y_test = y_train.long(), y_test.long()
-    _check_arrays(x_train, y_train, "train")
-    _check_arrays(x_test, y_test, "test")
+    _check_arrays(x_train, y_train, "train", source)
+    _check_arrays(x_test, y_test, "test", source)
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise ValueError(f"train images are {tuple(x_train.shape[1:])} but test images are {tuple(x_test.shape[1:])}")
-    num_classes = int(max(int(y_train.max()), int(y_test.max())) + 1)
+        raise ValueError(f"{source}: train images are {tuple(x_train.shape[1:])} but test images are "
+                         f"{tuple(x_test.shape[1:])}")
+    num_classes = check_classes(y_train, y_test, class_names, source)
     names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
-    if len(names) < num_classes:
-        raise ValueError(f"{len(names)} class names for {num_classes} classes")
     g = torch.Generator().manual_seed(seed)
     n_val = int(round(params.val_fraction * len(y_train)))
     val_idx, train_idx = stratified_indices(y_train, n_val, g)

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import tarfile
+import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Dict, List, Literal, Optional, Tuple
@@ -24,6 +27,7 @@ from typing import Callable, Dict, List, Literal, Optional, Tuple
 import numpy as np
 import torch
 
+from ..core.names import first_line
 from ..core.params import ConfigError, rng
 from ..core.registry import DATASETS
 from .arrays import to_float_tensor
@@ -74,12 +78,35 @@ def _scan_directory(root: Path) -> Tuple[List[str], Dict[str, Reader]]:
     return dirs, files
 
 
+class _WatchedTarInfo(tarfile.TarInfo):
+    """Records why the member list ended: the end-of-archive marker (a zero block), or a
+    short, empty or invalid header, which ``tarfile`` treats as a silent end (an archive
+    cut at a member boundary would otherwise load with fewer images)."""
+
+    @classmethod
+    def fromtarfile(cls, tar):  # type: ignore[override]
+        try:
+            return super().fromtarfile(tar)
+        except tarfile.EOFHeaderError:
+            tar.sturdynet_end = "marker"
+            raise
+        except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as e:
+            tar.sturdynet_end = type(e).__name__
+            raise
+
+
 def _scan_archive(path: Path) -> Tuple[List[str], Dict[str, Reader]]:
-    """Read every regular member once (streaming), keeping image bytes in memory."""
+    """Read every regular member once (streaming), keeping image bytes in memory.
+
+    Raises:
+        ValueError: the archive is unreadable, or truncated (no end-of-archive marker).
+    """
     dirs, files = [], {}
+    count = 0
     try:
-        with tarfile.open(path, mode="r|*") as tar:
+        with tarfile.open(path, mode="r|*", tarinfo=_WatchedTarInfo) as tar:
             for m in tar:
+                count += 1
                 name = m.name
                 while name.startswith("./"):
                     name = name[2:]
@@ -92,8 +119,15 @@ def _scan_archive(path: Path) -> Tuple[List[str], Dict[str, Reader]]:
                     files[name] = (lambda d=data: d)
                 elif m.isfile():
                     files[name] = (lambda: b"")
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise ValueError(f"cannot read archive {path}: {e}") from None
+            end = getattr(tar, "sturdynet_end", None)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        text = first_line(e)
+        if isinstance(e, EOFError) or "end of data" in text or "truncated" in text.lower():
+            raise ValueError(f"archive {path} is truncated ({text})") from None
+        raise ValueError(f"cannot read archive {path}: {text}") from None
+    if end != "marker":
+        raise ValueError(f"archive {path} is truncated or damaged: it ends after {count} members without the "
+                         f"end-of-archive marker")
     return dirs, files
 
 
@@ -137,7 +171,10 @@ def _layout(path: Path, dirs: List[str], files: Dict[str, Reader]) -> Dict[str, 
         out[split] = per
     if list(out["train"]) != list(out["test"]):
         a, b = set(out["train"]), set(out["test"])
-        diff = [f"only in train: {sorted(a - b)}" if a - b else "", f"only in test: {sorted(b - a)}" if b - a else ""]
+        def few(names: set) -> str:
+            names = sorted(names)
+            return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        diff = [f"only in train: {few(a - b)}" if a - b else "", f"only in test: {few(b - a)}" if b - a else ""]
         raise ValueError(f"{path}: train and test class folders differ ({'; '.join(d for d in diff if d)})")
     return out
 
@@ -158,14 +195,21 @@ def _decode(path: Path, layout: Dict[str, Dict[str, List[str]]], files: Dict[str
         y = np.empty(len(keys), dtype=np.int64)
         for i, (key, label) in enumerate(keys):
             try:
-                with Image.open(io.BytesIO(files[key]())) as im:
-                    all_gray &= len(im.getbands()) == 1 or im.mode in ("LA", "La")
-                    im = im.convert(mode)
-                    if image_size is not None and im.size != (image_size, image_size):
-                        im = im.resize((image_size, image_size), Image.BILINEAR)
-                    a = np.asarray(im, dtype=np.uint8)
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-                raise ValueError(f"{path}: cannot decode image {key}: {e}") from None
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    with Image.open(io.BytesIO(files[key]())) as im:
+                        all_gray &= len(im.getbands()) == 1 or im.mode in ("LA", "La")
+                        im = im.convert(mode)
+                        if image_size is not None and im.size != (image_size, image_size):
+                            im = im.resize((image_size, image_size), Image.BILINEAR)
+                        a = np.asarray(im, dtype=np.uint8)
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+                raise ValueError(f"{path}: image {key} is too large to decode ({first_line(e, 120)})") from None
+            except MemoryError:
+                raise ValueError(f"{path}: image {key} is too large to decode") from None
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, TypeError,
+                    IndexError, KeyError, struct.error, zlib.error) as e:
+                raise ValueError(f"{path}: cannot decode image {key}: {first_line(e, 120)}") from None
             if ref is None:
                 ref = (im.size, key)
             elif im.size != ref[0]:
@@ -223,7 +267,8 @@ def load_imagefolder(params: ImageFolderParams, seed: int) -> DataBundle:
     y_train, y_test = torch.from_numpy(arrays["y_train"]), torch.from_numpy(arrays["y_test"])
     names = [str(c) for c in arrays["class_names"]]
     return make_bundle("imagefolder", x_train, y_train, x_test, y_test, params, seed, class_names=names,
-                       info={"source": str(params.path), "from_cache": cached})
+                       info={"source": str(params.path), "from_cache": cached,
+                             "images": {"train": int(x_train.shape[0]), "test": int(x_test.shape[0])}})
 
 
 def _stream_imagefolder(params: ImageFolderParams, seed: int) -> DataBundle:

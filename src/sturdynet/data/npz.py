@@ -8,12 +8,14 @@ string array names the classes. The file is read with ``allow_pickle=False``.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from ..core.names import first_line
 from ..core.params import ConfigError, rng
 from ..core.registry import DATASETS
 from .arrays import to_float_tensor, to_label_tensor, to_nchw
@@ -44,8 +46,10 @@ def load_npz(params: NpzParams, seed: int) -> DataBundle:
         raise ValueError(f"npz file not found: {path}")
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ValueError(f"cannot read {path} as .npz: {e}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:  # empty, cut, damaged
+        raise ValueError(f"cannot read {path} as .npz: {first_line(e)}") from None
+    if not hasattr(z, "files"):  # np.load also reads a bare .npy array
+        raise ValueError(f"{path}: a single .npy array, not an .npz archive with x_train, y_train, x_test, y_test")
     with z:
         missing = [k for k in REQUIRED if k not in z.files]
         if missing:
@@ -55,13 +59,19 @@ def load_npz(params: NpzParams, seed: int) -> DataBundle:
         try:
             arrays = {k: z[k] for k in REQUIRED}
             names = [str(c) for c in z["class_names"]] if "class_names" in z.files else None
-        except ValueError as e:  # object arrays need pickle
-            raise ValueError(f"{path}: {e}") from None
+        except ValueError as e:  # object arrays need pickle; bad headers
+            raise ValueError(f"{path}: {first_line(e)}") from None
+        except MemoryError:
+            raise ValueError(f"{path}: an array is too large to load") from None
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:  # truncated or corrupt members
+            raise ValueError(f"{path}: corrupt .npz member ({type(e).__name__}: {first_line(e)})") from None
+    if names is not None and (len(names) != len(set(names)) or any(not n.strip() for n in names)):
+        raise ValueError(f"{path}: class_names must be distinct, non-blank strings")
     out = {}
     for split in ("train", "test"):
-        x = to_nchw(arrays[f"x_{split}"], params.layout, f"x_{split}")
-        out[f"x_{split}"] = to_float_tensor(x, f"x_{split}")
-        out[f"y_{split}"] = to_label_tensor(arrays[f"y_{split}"], x.shape[0], f"y_{split}")
+        x = to_nchw(arrays[f"x_{split}"], params.layout, f"{path}: x_{split}")
+        out[f"x_{split}"] = to_float_tensor(x, f"{path}: x_{split}")
+        out[f"y_{split}"] = to_label_tensor(arrays[f"y_{split}"], x.shape[0], f"{path}: y_{split}")
     if out["x_train"].shape[1:] != out["x_test"].shape[1:]:
         raise ValueError(f"{path}: x_train images are {tuple(out['x_train'].shape[1:])} (C, H, W) but x_test "
                          f"images are {tuple(out['x_test'].shape[1:])}")

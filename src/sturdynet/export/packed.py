@@ -11,7 +11,9 @@ factory models), ``tensors``: one ``[name, kind, shape, spec]`` per tensor in pa
 (``spec``: bits of ``packed`` codes, dtype of ``int`` tensors, 0 otherwise). Otherwise the
 names, shapes and storage kinds come from the rebuilt architecture (each layer's
 ``storage_bits``), so they are not stored at all; byte ranges are never stored (they follow
-from shapes, bits and ``nnz``). Other keys may be added (a checksum, the model spec);
+from shapes, bits and ``nnz``). ``sha256`` is the SHA-256 of the header's other keys
+(canonical JSON) and the payload, verified on every load, so one flipped byte anywhere is
+an error naming the file (:func:`content_sha256`). Other keys may be added (the model spec);
 readers ignore keys they do not know. The file is the payload plus about 150-300 bytes,
 read as data only, never unpickled. Version-1 files (a ``torch.save`` of the same facts
 with explicit byte ranges) still load.
@@ -43,6 +45,7 @@ the outputs — equal the exported model's bit for bit.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import zlib
@@ -54,6 +57,8 @@ from torch import Tensor, nn
 
 from ..core.atomic import write_bytes_atomic
 from ..core.masks import SUFFIX
+from ..core.names import first_line
+from ..core.weights import load_legacy
 from ..core.storage import stored_sparse
 from .bits import pack_bits, packed_nbytes, unpack_bits
 
@@ -167,10 +172,19 @@ def export_model(model: nn.Module, path: Union[str, Path], arch: Dict[str, Any],
                               "sparse": [[i, e["nnz"]] for i, e in enumerate(entries) if e.get("sparse")]}
     if _derived_rows(arch) != [r[:4] for r in rows]:
         header["tensors"] = [r[:4] for r in rows]
-    path = write_bytes_atomic(path, b"".join([MAGIC, bytes([VERSION]), *_header_bytes(header),
-                                              payload.numpy().tobytes()]))
+    body = payload.numpy().tobytes()
+    header["sha256"] = content_sha256(header, body)
+    path = write_bytes_atomic(path, b"".join([MAGIC, bytes([VERSION]), *_header_bytes(header), body]))
     return {"file_bytes": path.stat().st_size, "payload_bytes": int(payload.numel()), "tensors": len(entries),
-            "packed": n_packed, "sparse": n_sparse, "names_stored": "tensors" in header}
+            "packed": n_packed, "sparse": n_sparse, "names_stored": "tensors" in header, "sha256": header["sha256"]}
+
+
+def content_sha256(header: Dict[str, Any], body: bytes) -> str:
+    """SHA-256 of a packed file's content: its header (without ``sha256``, canonical JSON) and payload."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in header.items() if k != "sha256"}, sort_keys=True,
+                                  separators=(",", ":")).encode())
+    h.update(body)
+    return h.hexdigest()
 
 
 def _header_bytes(header: Dict[str, Any]) -> Tuple[bytes, bytes]:
@@ -250,17 +264,34 @@ def _expand(rows: List[list], float_dtype: str, path: Path) -> List[Dict[str, An
     return entries
 
 
-def read_packed(path: Union[str, Path]) -> Dict[str, Any]:
+def read_packed(path: Union[str, Path], expect_sha256: Optional[str] = None) -> Dict[str, Any]:
     """The contents of a packed file: ``format``, ``version``, ``arch``, ``float_dtype``,
     ``entries`` (per tensor: name, kind, shape, bits / dtype, byte ranges), ``payload`` (a
-    uint8 tensor) and any other header keys. Reads version 2 and version 1 files as data only.
+    uint8 tensor), ``sha256`` (verified; None for version 1) and any other header keys.
+    Reads version 2 and version 1 files as data only.
 
     Raises:
-        ValueError: a missing, foreign, truncated or newer file.
+        ValueError: one line naming the file: missing, foreign, truncated, damaged (its
+            SHA-256 differs), newer, or not the one recorded (``expect_sha256``).
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"packed model not found: {path}")
+    try:
+        blob = _read_packed(path)
+    except ValueError as e:
+        raise ValueError(first_line(e, 400) if str(path) in str(e) else f"{path}: {first_line(e, 300)}") from None
+    except MemoryError:
+        raise ValueError(f"{path}: packed model too large to load") from None
+    except Exception as e:  # noqa: BLE001 - a crafted header is a bad file, whatever breaks
+        raise ValueError(f"{path}: damaged packed model ({type(e).__name__}: {first_line(e, 200)})") from None
+    if expect_sha256 is not None and blob.get("sha256") != expect_sha256:
+        raise ValueError(f"{path}: packed model is not the one recorded (SHA-256 differs)")
+    _check_blob(path, blob)
+    return blob
+
+
+def _read_packed(path: Path) -> Dict[str, Any]:
     raw = path.read_bytes()
     if raw[:len(MAGIC)] != MAGIC:
         return _read_v1(path)
@@ -274,10 +305,15 @@ def read_packed(path: Union[str, Path]) -> Dict[str, Any]:
     try:
         d = zlib.decompressobj(zdict=ZDICT)
         header = json.loads((d.decompress(raw[start:start + hlen]) + d.flush()).decode())
-    except (zlib.error, UnicodeDecodeError, ValueError):
+    except (zlib.error, UnicodeDecodeError, ValueError, RecursionError):
         raise ValueError(f"{path}: unreadable packed model header") from None
     if not isinstance(header, dict) or "arch" not in header:
         raise ValueError(f"{path}: not a sturdynet packed model")
+    digest = header.get("sha256")
+    if not isinstance(digest, str):
+        raise ValueError(f"{path}: packed model has no SHA-256 (damaged, or written before checksums)")
+    if content_sha256(header, raw[start + hlen:]) != digest:
+        raise ValueError(f"{path}: packed model fails its SHA-256 check (damaged or modified)")
     rows = header.get("tensors")
     if rows is None:
         rows = _derived_rows(header["arch"])
@@ -297,15 +333,45 @@ def read_packed(path: Union[str, Path]) -> Dict[str, Any]:
 
 
 def _read_v1(path: Path) -> Dict[str, Any]:
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
-        raise ValueError(f"{path}: not a loadable packed model ({type(e).__name__})") from None
+    blob = load_legacy(path, "packed model")  # weights_only=True; torch's advice is never shown
+    if isinstance(blob, dict):
+        blob["sha256"] = None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path}: not a sturdynet packed model")
     if blob.get("version") != 1:
         raise ValueError(f"{path}: packed format version {blob.get('version')} is not supported (want {VERSION})")
     return blob
+
+
+_KIND_NAMES = ("packed", "bool", "float", "int")
+
+
+def _check_blob(path: Path, blob: Dict[str, Any]) -> None:
+    """Types and byte ranges of the entries, so a damaged or crafted file is a one-line error."""
+    payload, entries = blob.get("payload"), blob.get("entries")
+    if not isinstance(payload, Tensor) or payload.dtype != torch.uint8 or payload.dim() != 1:
+        raise ValueError(f"{path}: damaged packed model (no uint8 payload)")
+    if not isinstance(blob.get("arch"), dict) or not isinstance(entries, list) or \
+            blob.get("float_dtype") not in _FLOAT_DTYPES:
+        raise ValueError(f"{path}: damaged packed model (header lacks arch, entries or float_dtype)")
+    size = payload.numel()
+    for i, e in enumerate(entries):
+        ok = isinstance(e, dict) and isinstance(e.get("name"), str) and e.get("kind") in _KIND_NAMES and \
+            isinstance(e.get("shape"), list) and all(isinstance(d, int) and 0 <= d < 2 ** 31 for d in e["shape"])
+        ranges = [e.get("data")] + ([e.get("mask")] if e.get("sparse") else []) if ok else []
+        ok = ok and all(isinstance(r, list) and len(r) == 2 and all(isinstance(v, int) and v >= 0 for v in r)
+                        and r[0] + r[1] <= size for r in ranges)
+        if ok and e["kind"] in ("packed", "bool"):
+            ok = isinstance(e.get("bits"), int) and 1 <= e["bits"] <= 32
+        if ok and e["kind"] == "float":
+            ok = e.get("store") in _FLOAT_DTYPES
+        if ok and e["kind"] == "int":
+            ok = e.get("dtype") in ("int8", "int16", "int32", "int64", "uint8")
+        if ok and e.get("sparse"):
+            ok = isinstance(e.get("nnz"), int) and e["nnz"] >= 0
+        if not ok:
+            name = e.get("name") if isinstance(e, dict) else None
+            raise ValueError(f"{path}: damaged packed model (entry {i} {str(name)[:60]!r} is malformed)")
 
 
 def _slice(payload: Tensor, rng: List[int]) -> Tensor:
@@ -334,6 +400,20 @@ def load_packed(path: Union[str, Path], trusted_factory: Optional[str] = "") -> 
     from ..models.arch import build_from_arch
 
     blob = read_packed(path)
+    try:
+        return _build(Path(path), blob, build_from_arch, trusted_factory)
+    except ValueError as e:
+        if str(path) in str(e):
+            raise
+        raise ValueError(f"{path}: damaged packed model ({first_line(e, 300)})") from None
+    except MemoryError:
+        raise ValueError(f"{path}: its architecture is too large to build") from None
+    except Exception as e:  # noqa: BLE001 - a structurally wrong file is a bad file, whatever breaks
+        raise ValueError(f"{path}: does not match its architecture ({type(e).__name__}: {first_line(e, 300)})") from None
+
+
+def _build(path: Path, blob: Dict[str, Any], build_from_arch: Any,
+           trusted_factory: Optional[str]) -> Tuple[nn.Module, Dict[str, Any]]:
     model = build_from_arch(blob["arch"], _shapes(blob["entries"]), trusted_factory=trusted_factory)
     targets = {key: (m, name, t) for key, m, name, t in stored_tensors(model)}
     names = [e["name"] for e in blob["entries"]]

@@ -223,12 +223,24 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise ValueError(f"weights file not found: {p}")
-    try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - an unsafe or broken pickle
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
-        raise ValueError(f"{p}: refused or unreadable as plain tensors (weights_only=True; {type(e).__name__}: "
-                         f"{first})") from None
+    from ..core.weights import is_safetensors, load_legacy, load_weights as read_weights
+
+    if is_safetensors(p):  # a sturdynet checkpoint (hash verified) or a plain safetensors state_dict
+        try:
+            header, tensors, _ = read_weights(p, what="weights file")
+            blob = {**header, "state_dict": {k[len("state/"):]: v for k, v in tensors.items()
+                                             if k.startswith("state/")}}
+        except ValueError as e:
+            if "without sturdynet's header" not in str(e):
+                raise
+            from safetensors.torch import load as st_load
+
+            try:
+                blob = st_load(p.read_bytes())
+            except Exception as err:  # noqa: BLE001 - a damaged file
+                raise ValueError(f"{p}: damaged safetensors file ({type(err).__name__})") from None
+    else:
+        blob = load_legacy(p, "weights file")  # weights_only=True; torch's advice is never shown
     if isinstance(blob, Mapping) and blob.get("format") == "sturdynet-checkpoint":
         if blob.get("arch", {}).get("steps"):
             raise ValueError(f"{p}: a checkpoint of a compressed variant; evaluate it directly "

@@ -75,8 +75,11 @@ def _new(figsize: Tuple[float, float] = (6.4, 4.2)) -> MplFigure:
 def _save(fig: MplFigure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight", metadata={"Software": None})
-    tmp.replace(path)
+    try:
+        fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight", metadata={"Software": None})
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _percent_axis(ax) -> None:
@@ -355,7 +358,7 @@ def make_plots(view: RunView, run_dir: Path) -> Dict[str, Figure]:
         lambda p: finetune_plot(view, p, palette))
     if out_dir.is_dir():
         keep = {out_dir / Path(f.path).name for f in figs.values()}
-        for old in out_dir.glob("*.png"):
+        for old in [*out_dir.glob("*.png"), *out_dir.glob("*.tmp")]:  # .tmp: left by a killed render
             if old not in keep:
-                old.unlink()
+                old.unlink(missing_ok=True)
     return figs

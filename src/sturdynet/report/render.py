@@ -18,8 +18,11 @@ HTML_FILE = "report.html"
 def _write(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so a reader never sees half a report."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def render_report(run_dir: Union[str, Path]) -> Dict[str, Path]:

@@ -31,13 +31,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
 
-from ..core.params import Component, ConfigError, component, from_dict, load_yaml, rng, to_dict
+from ..core.params import MAX_INT, Component, ConfigError, component, from_dict, load_yaml, rng, to_dict
+from ..core.names import nearest_hint, safe_name
 from ..core.registry import CHECKS, DATASETS, METHODS, MODELS
 from ..models.spec import ModelSpec, parse_model_spec
 from ..train.config import TrainConfig, finetune_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sweep import Sweep
+
+#: seeds feed torch, numpy and per-variant offsets (+ < 100000): keep them in 31 bits
+MAX_SEED = 2 ** 31 - 1
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "default.yaml"
 
@@ -138,9 +142,9 @@ _TOP_KEYS = ("name", "seed", "device", "data", "model", "train", "variants", "ev
 def _variant(data: Any, path: str, base_train: TrainConfig) -> VariantSpec:
     if not isinstance(data, Mapping):
         raise ConfigError(path, f"must be a mapping with a 'name', got {data!r}")
-    name = data.get("name")
-    if not isinstance(name, str) or not name:
+    if "name" not in data:
         raise ConfigError(f"{path}.name", "is required (a non-empty string)")
+    name = safe_name(data["name"], f"{path}.name")
     method = data.get("method")
     params = {k: v for k, v in data.items() if k not in _VARIANT_KEYS}
     if "steps" in data:
@@ -157,8 +161,8 @@ def _variant(data: Any, path: str, base_train: TrainConfig) -> VariantSpec:
     else:
         steps = (component(METHODS, {"method": method, **params}, path, key="method"),)
     ft_epochs = data.get("finetune_epochs", 0)
-    if isinstance(ft_epochs, bool) or not isinstance(ft_epochs, int) or ft_epochs < 0:
-        raise ConfigError(f"{path}.finetune_epochs", f"must be an integer >= 0, got {ft_epochs!r}")
+    if isinstance(ft_epochs, bool) or not isinstance(ft_epochs, int) or not 0 <= ft_epochs <= MAX_INT:
+        raise ConfigError(f"{path}.finetune_epochs", f"must be an integer in [0, {MAX_INT}], got {ft_epochs!r}")
     ft = None
     if ft_epochs > 0 or data.get("finetune"):
         ft = finetune_config(base_train, ft_epochs, data.get("finetune"), f"{path}.finetune")
@@ -172,9 +176,7 @@ def parse_check(data: Any, path: str) -> CheckSpec:
     if not isinstance(data, Mapping):
         raise ConfigError(path, f"must be a mapping with a 'check', got {data!r}")
     comp = component(CHECKS, data, path, key="check", reserved=("id",))
-    cid = data.get("id", comp.name)
-    if not isinstance(cid, str) or not cid:
-        raise ConfigError(f"{path}.id", f"must be a non-empty string, got {cid!r}")
+    cid = safe_name(data.get("id", comp.name), f"{path}.id")
     return CheckSpec(id=cid, check=comp)
 
 
@@ -192,13 +194,11 @@ def parse_recipe(data: Any) -> Recipe:
         raise ConfigError("", f"a recipe must be a mapping, got {type(data).__name__}")
     for key in data:
         if key not in _TOP_KEYS:
-            raise ConfigError(str(key), f"unknown key (known: {', '.join(_TOP_KEYS)})")
-    name = data.get("name", "recipe")
-    if not isinstance(name, str) or not name:
-        raise ConfigError("name", f"must be a non-empty string, got {name!r}")
+            raise ConfigError(str(key), f"unknown key ({nearest_hint(key, _TOP_KEYS)})")
+    name = safe_name(data.get("name", "recipe"), "name")
     seed = data.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError("seed", f"must be an integer >= 0, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError("seed", f"must be an integer in [0, {MAX_SEED}], got {seed!r}")
     device = data.get("device", "auto")
     if not isinstance(device, str):
         raise ConfigError("device", f"must be a string such as auto, cpu or cuda, got {device!r}")

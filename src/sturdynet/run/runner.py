@@ -4,8 +4,10 @@ The runner is the driver of a sweep: it expands the recipe into cells (seed x va
 :mod:`sturdynet.run.sweep`), hands base-model training and cells to an executor
 (in-process, process pool or Ray: :mod:`sturdynet.run.executor`) and is the only writer of
 the run folder: ``results.sqlite`` (the source of truth), ``results.json`` (a view of it,
-rewritten after every cell), ``base.pt`` and ``variants/<name>.pt`` (with a ``sweep`` section:
-``seeds/<seed>/base.pt`` and ``seeds/<seed>/variants/<name>.pt``).
+rewritten after every cell), ``base.safetensors`` and ``variants/<name>.safetensors`` (with a
+``sweep`` section: ``seeds/<seed>/base.safetensors`` and ``seeds/<seed>/variants/<name>.safetensors``).
+Each checkpoint's SHA-256 is recorded (``sha256`` of the base and cell records); on resume a
+checkpoint that is damaged, replaced or missing its record is rebuilt, not used.
 
 Running the same recipe into the same folder resumes: base models are loaded instead of
 retrained, finished cells are skipped, and a finished cell that lacks a newly added check
@@ -26,7 +28,8 @@ from torch import nn
 
 from ..core.atomic import write_bytes_atomic
 from .cell import Progress, check_key, error_text, resolve_device, variant_seed  # noqa: F401 (re-exported)
-from .checkpoint import load_checkpoint
+from ..core.names import safe_name
+from .checkpoint import SUFFIX, checkpoint_sha256, load_checkpoint, verify_checkpoint
 from .executor import Executor, InProcess, make_executor
 from .recipe import Recipe, VariantSpec
 from .store import ResultsStore, environment, git_commit, machine, stable_hash, versions
@@ -130,11 +133,30 @@ class Runner:
     def _seed_dir(self, seed: int) -> Path:
         return self.dir / "seeds" / str(seed) if self.recipe.sweep is not None else self.dir
 
+    @staticmethod
+    def _or_legacy(path: Path) -> Path:
+        """``path``, or its ``.pt`` twin written by an older sturdynet when only that exists."""
+        old = path.with_suffix(".pt")
+        return old if not path.exists() and old.exists() else path
+
     def base_path(self, seed: int) -> Path:
-        return self._seed_dir(seed) / "base.pt"
+        return self._or_legacy(self._seed_dir(seed) / f"base{SUFFIX}")
 
     def variant_path(self, name: str, seed: int) -> Path:
-        return self._seed_dir(seed) / "variants" / f"{name}.pt"
+        """The variant's checkpoint (the name is checked again: results.json may have been edited)."""
+        return self._or_legacy(self._seed_dir(seed) / "variants" / f"{safe_name(name, 'variant name')}{SUFFIX}")
+
+    def _verified(self, path: Path, record: Optional[Dict[str, Any]], what: str) -> bool:
+        """Whether ``path`` exists and holds the checkpoint ``record`` names (its SHA-256); a file
+        that fails is reported and left to be rebuilt."""
+        if not path.exists():
+            return False
+        why = verify_checkpoint(path, (record or {}).get("sha256"))
+        if why is not None:
+            log.warning("%s: %s; rebuilding it", what, why)
+            _emit(self.progress, event="warning", text=f"{what}: checkpoint failed verification, rebuilding")
+            return False
+        return True
 
     def _model_blob(self, name: str, seed: int) -> Optional[bytes]:
         p = self.variant_path(name, seed)
@@ -142,7 +164,10 @@ class Runner:
 
     def _has_model(self, name: str, seed: int) -> bool:
         spec = self.specs[name]
-        return (not spec.steps and spec.finetune is None) or self.variant_path(name, seed).exists()
+        if not spec.steps and spec.finetune is None:
+            return True
+        return self._verified(self.variant_path(name, seed), self.store.cell(name, seed),
+                              f"variant {name}" + (f" (seed {seed})" if self.multi_seed else ""))
 
     # -- driver ---------------------------------------------------------------------------
     def _label(self, c: Cell) -> str:
@@ -174,9 +199,10 @@ class Runner:
         self._portable = self.recipe if isinstance(ex, InProcess) else portable_recipe(self.recipe)
         try:
             if self.fresh:
-                for p in [*self.dir.glob("base.pt"), *self.dir.glob("variants/*.pt"), *self.dir.glob("seeds/*/*.pt"),
-                          *self.dir.glob("seeds/*/variants/*.pt")]:
-                    p.unlink(missing_ok=True)
+                for ext in (".pt", SUFFIX):
+                    for p in [*self.dir.glob(f"base{ext}"), *self.dir.glob(f"variants/*{ext}"),
+                              *self.dir.glob(f"seeds/*/*{ext}"), *self.dir.glob(f"seeds/*/variants/*{ext}")]:
+                        p.unlink(missing_ok=True)
             env = environment(str(self.device), torch.get_num_threads())
             for w in self.store.start(self._header(), base_key(r), env):
                 log.warning("%s", w)
@@ -206,7 +232,8 @@ class Runner:
         errors: Dict[Tuple[str, int], List[str]] = {}
         for s in r.seeds:
             rec = store.base(s)
-            if rec and rec.get("status") == "ok" and self.base_path(s).exists():
+            if rec and rec.get("status") == "ok" and \
+                    self._verified(self.base_path(s), rec, "base model" + (f" (seed {s})" if self.multi_seed else "")):
                 _emit(self.progress, event="stage", stage="load base model" + (f" (seed {s})" if self.multi_seed else ""))
                 bases[s] = ex.put(self.base_path(s).read_bytes())
             else:
@@ -273,8 +300,11 @@ class Runner:
     def _finish_base(self, seed, out, bases, base_failed, ex, attempt, running) -> None:
         rec = out["record"]
         if rec.get("status") == "ok" and out.get("checkpoint"):
-            write_bytes_atomic(self.base_path(seed), out["checkpoint"])
-            rec = {**rec, "checkpoint": self.base_path(seed).relative_to(self.dir).as_posix()}
+            path = self._seed_dir(seed) / f"base{SUFFIX}"
+            write_bytes_atomic(path, out["checkpoint"])
+            path.with_suffix(".pt").unlink(missing_ok=True)  # an older checkpoint of the same model
+            rec = {**rec, "checkpoint": path.relative_to(self.dir).as_posix(),
+                   "sha256": checkpoint_sha256(out["checkpoint"])}
             rec.pop("seed", None)
             for w in rec.pop("warnings", None) or []:
                 log.warning("%s", w)
@@ -297,7 +327,11 @@ class Runner:
 
             rec = {**new_record(self.specs[c.variant]), "seed": c.seed, **rec}
         if out.get("checkpoint"):
-            write_bytes_atomic(self.variant_path(c.variant, c.seed), out["checkpoint"])
+            path = self._seed_dir(c.seed) / "variants" / f"{safe_name(c.variant, 'variant name')}{SUFFIX}"
+            write_bytes_atomic(path, out["checkpoint"])
+            path.with_suffix(".pt").unlink(missing_ok=True)  # an older checkpoint of the same variant
+            rec["checkpoint"] = path.relative_to(self.dir).as_posix()
+            rec["sha256"] = checkpoint_sha256(out["checkpoint"])
         if rec.get("status") == "failed":
             errors.setdefault(key, []).append(rec.get("error") or "unknown error")
         rec["attempts"] = attempt
