@@ -30,6 +30,7 @@ import torch
 from ..core.names import first_line
 from ..core.params import ConfigError, rng
 from ..core.registry import DATASETS
+from .archive import WatchedTarInfo, require_end_marker
 from .arrays import to_float_tensor
 from .base import DataBundle, DataParams, make_bundle
 from .cache import cache_key, load_cached, save_cached, source_fingerprint
@@ -78,23 +79,6 @@ def _scan_directory(root: Path) -> Tuple[List[str], Dict[str, Reader]]:
     return dirs, files
 
 
-class _WatchedTarInfo(tarfile.TarInfo):
-    """Records why the member list ended: the end-of-archive marker (a zero block), or a
-    short, empty or invalid header, which ``tarfile`` treats as a silent end (an archive
-    cut at a member boundary would otherwise load with fewer images)."""
-
-    @classmethod
-    def fromtarfile(cls, tar):  # type: ignore[override]
-        try:
-            return super().fromtarfile(tar)
-        except tarfile.EOFHeaderError:
-            tar.sturdynet_end = "marker"
-            raise
-        except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as e:
-            tar.sturdynet_end = type(e).__name__
-            raise
-
-
 def _scan_archive(path: Path) -> Tuple[List[str], Dict[str, Reader]]:
     """Read every regular member once (streaming), keeping image bytes in memory.
 
@@ -104,7 +88,7 @@ def _scan_archive(path: Path) -> Tuple[List[str], Dict[str, Reader]]:
     dirs, files = [], {}
     count = 0
     try:
-        with tarfile.open(path, mode="r|*", tarinfo=_WatchedTarInfo) as tar:
+        with tarfile.open(path, mode="r|*", tarinfo=WatchedTarInfo) as tar:
             for m in tar:
                 count += 1
                 name = m.name
@@ -125,9 +109,7 @@ def _scan_archive(path: Path) -> Tuple[List[str], Dict[str, Reader]]:
         if isinstance(e, EOFError) or "end of data" in text or "truncated" in text.lower():
             raise ValueError(f"archive {path} is truncated ({text})") from None
         raise ValueError(f"cannot read archive {path}: {text}") from None
-    if end != "marker":
-        raise ValueError(f"archive {path} is truncated or damaged: it ends after {count} members without the "
-                         f"end-of-archive marker")
+    require_end_marker(path, end, count)
     return dirs, files
 
 
@@ -173,7 +155,7 @@ def _layout(path: Path, dirs: List[str], files: Dict[str, Reader]) -> Dict[str, 
         a, b = set(out["train"]), set(out["test"])
         def few(names: set) -> str:
             names = sorted(names)
-            return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            return str(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         diff = [f"only in train: {few(a - b)}" if a - b else "", f"only in test: {few(b - a)}" if b - a else ""]
         raise ValueError(f"{path}: train and test class folders differ ({'; '.join(d for d in diff if d)})")
     return out

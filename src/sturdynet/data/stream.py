@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .archive import WatchedTarInfo, require_end_marker
 from ..core.params import ConfigError
 
 
@@ -147,14 +148,17 @@ def tar_offsets(path: Path) -> dict:
     """``{member name: (path, data offset, size)}`` of the regular files of an uncompressed tar."""
     out = {}
     path = str(path)
-    with tarfile.open(path, mode="r:") as tar:
+    count = 0
+    with tarfile.open(path, mode="r:", tarinfo=WatchedTarInfo) as tar:
         for m in tar:
+            count += 1
             if m.isfile():
                 name = m.name
                 while name.startswith("./"):
                     name = name[2:]
                 out[name] = (path, m.offset_data, m.size)
             tar.members = []  # TarFile keeps every TarInfo otherwise (~1 KB each)
+        require_end_marker(path, getattr(tar, "sturdynet_end", None), count)
     return out
 
 
@@ -164,10 +168,16 @@ def uncompressed_copy(path: Path, dest: Path) -> Path:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(".tmp")
-    with tarfile.open(path, mode="r|*") as src, tarfile.open(tmp, mode="w") as out:
+    count = 0
+    with tarfile.open(path, mode="r|*", tarinfo=WatchedTarInfo) as src, tarfile.open(tmp, mode="w") as out:
         for m in src:
+            count += 1
             out.addfile(m, src.extractfile(m) if m.isfile() else None)
             src.members, out.members = [], []  # keep memory flat over 60,000 members
+        end = getattr(src, "sturdynet_end", None)
+    if end != "marker":
+        tmp.unlink(missing_ok=True)
+    require_end_marker(path, end, count)
     tmp.replace(dest)
     return dest
 
