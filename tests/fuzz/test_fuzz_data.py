@@ -6,7 +6,7 @@ import tarfile
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from .harness import corrupt, corruptions, run_and_check, sandbox
@@ -52,14 +52,21 @@ def npz_arrays(draw):
     return out
 
 
+_VALID = {"x_train": np.random.default_rng(0).random((12, 4, 4)).astype(np.float32), "y_train": np.arange(12) % 3,
+          "x_test": np.random.default_rng(1).random((6, 4, 4)).astype(np.float32), "y_test": np.arange(6) % 3}
+
+
 @given(arrays=npz_arrays(), edits=corruptions())
+@example(arrays=_VALID, edits=[])  # a valid file: the run succeeds
 def test_fuzz_npz(tmp_path, capsys, arrays, edits):
     with sandbox(tmp_path) as cwd:
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         (cwd / "d.npz").write_bytes(corrupt(buf.getvalue(), edits))
         (cwd / "r.yaml").write_text(RECIPE.format(name="npz", path="d.npz", extra=""))
-        run_and_check(["-q", "run", "r.yaml", "--out", "out"], capsys, cwd, [cwd / "out"])
+        code, _ = run_and_check(["-q", "run", "r.yaml", "--out", "out"], capsys, cwd, [cwd / "out"])
+        if arrays is _VALID and not edits:
+            assert code == 0 and (cwd / "out" / "results.json").is_file()
 
 
 def _image(kind: str, seed: int, size: int) -> bytes:

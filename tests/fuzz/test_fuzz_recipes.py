@@ -6,7 +6,7 @@ from typing import Any, List
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from .harness import ODD_VALUES, corrupt, corruptions, run_and_check, sandbox
@@ -52,6 +52,7 @@ mutation = st.tuples(st.sampled_from(range(len(PATHS))), ODD_VALUES, st.booleans
 
 
 @given(mutations=st.lists(mutation, min_size=1, max_size=3), edits=corruptions(), use_out=st.booleans())
+@example(mutations=[(0, "dense", False)], edits=[], use_out=False)  # a valid run into runs/<name>
 def test_fuzz_recipe(tmp_path, capsys, mutations, edits, use_out):
     r = copy.deepcopy(BASE)
     for i, value, delete in mutations:
@@ -60,4 +61,6 @@ def test_fuzz_recipe(tmp_path, capsys, mutations, edits, use_out):
     with sandbox(tmp_path) as cwd:
         (cwd / "r.yaml").write_bytes(corrupt(text, edits))
         argv = ["-q", "run", "r.yaml"] + (["--out", "out"] if use_out else [])
-        run_and_check(argv, capsys, cwd, [cwd / "out", cwd / "runs"])
+        code, _ = run_and_check(argv, capsys, cwd, [cwd / "out", cwd / "runs"])
+        if mutations == [(0, "dense", False)] and not edits:
+            assert code == 0 and (cwd / "runs" / "dense" / "results.json").is_file()
