@@ -357,3 +357,17 @@ def test_empty_or_bare_npy_file_is_one_line(tmp_path, raw):
     p.write_bytes(raw)
     with pytest.raises(ValueError, match=str(p)):
         load_data(Component("npz", NpzParams(path=str(p))), 0)
+
+
+def test_weights_file_round_trips_plain_data_and_nested_tensors(tmp_path):
+    import math
+
+    from sturdynet.core.weights import load_weights, save_weights
+
+    p = tmp_path / "w.safetensors"
+    digest = save_weights(p, {"a": np.float32(1.5), "b": [float("nan"), (1, 2)], "c": {"t": torch.ones(2)}},
+                          {"w": torch.arange(3)})
+    header, tensors, again = load_weights(p)
+    assert again == digest and header["a"] == 1.5 and math.isnan(header["b"][0]) and header["b"][1] == [1, 2]
+    assert torch.equal(header["c"]["t"], torch.ones(2)) and torch.equal(tensors["w"], torch.arange(3))
+    assert b"pickle" not in p.read_bytes()[:8] and p.read_bytes()[8:9] == b"{"

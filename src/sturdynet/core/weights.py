@@ -63,6 +63,8 @@ def _split_tensors(obj: Any, path: str, out: Dict[str, Tensor]) -> Any:
         return [_split_tensors(v, f"{path}/{i}", out) for i, v in enumerate(obj)]
     if isinstance(obj, float) and not math.isfinite(obj):
         return {"__float__": repr(obj)}  # JSON has no NaN / inf
+    if not isinstance(obj, (str, int, float, bool, type(None))) and callable(getattr(obj, "tolist", None)):
+        return _split_tensors(obj.tolist(), path, out)  # numpy arrays and scalars
     return obj
 
 
