@@ -324,7 +324,7 @@ def make_stream_bundle(name: str, train_src: ImageSource, y_train: Tensor, test_
                        workers: int = 0):
     """:func:`sturdynet.data.base.make_bundle` for streamed images: the same seeded
     stratified split indices, the labels in memory, mean and std in one streamed pass."""
-    from .base import DataBundle, stratified_indices
+    from .base import DataBundle, check_classes, stratified_indices
 
     check_stream_params(params)
     y_train, y_test = y_train.long(), y_test.long()
@@ -335,7 +335,7 @@ def make_stream_bundle(name: str, train_src: ImageSource, y_train: Tensor, test_
             raise ValueError(f"{what}: {len(src)} images but {len(y)} labels")
         if int(y.min()) < 0:
             raise ValueError(f"{what} labels must be >= 0, got {int(y.min())}")
-    num_classes = int(max(int(y_train.max()), int(y_test.max())) + 1)
+    num_classes = check_classes(y_train, y_test, class_names, str((info or {}).get("source") or name))
     names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
     g = torch.Generator().manual_seed(seed)
     n_val = int(round(params.val_fraction * len(y_train)))
