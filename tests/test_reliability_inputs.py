@@ -69,7 +69,7 @@ def test_resume_refuses_tampered_variant_name(tmp_path):
 
     runner = Runner(parse(BASE), tmp_path)
     with pytest.raises(ConfigError, match="variant name"):
-        runner.variant_path("../../outside")
+        runner.variant_path("../../outside", 0)
 
 
 # -- 3: NaN / inf pixels --------------------------------------------------------------------

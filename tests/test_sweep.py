@@ -177,8 +177,8 @@ def test_sweep_in_process(inprocess_grid):
         assert v["status"] == "ok" and v["seeds"] == [0, 1]
         c = v["metrics"]["clean"]
         assert set(c["seed_accuracy"]) == {"0", "1"} and c["ci95"][0] <= c["accuracy"] <= c["ci95"][1]
-    assert (out / "seeds" / "1" / "base.pt").exists()
-    assert (out / "seeds" / "0" / "variants" / "q@bits=3+per_channel=False.pt").exists()
+    assert (out / "seeds" / "1" / "base.safetensors").exists()
+    assert (out / "seeds" / "0" / "variants" / "q@bits=3+per_channel=False.safetensors").exists()
     assert all(t == "skip" for _, t in plan(parse_recipe(GRID), out))
     # the store is the source of truth: results.json is its view
     db = sqlite3.connect(str(out / "results.sqlite"))

@@ -1,6 +1,6 @@
 """``sturdynet evaluate``: run checks on a saved model.
 
-The model is a sturdynet checkpoint (``sturdynet evaluate run/base.pt``), or any model
+The model is a sturdynet checkpoint (``sturdynet evaluate run/base.safetensors``), or any model
 spec with its weights: ``--model torchvision.resnet18 --weights w.pt``, ``--model-factory
 pkg.mod:fn --model-kwargs '{width: 32}' --weights w.pt``, or ``--recipe r.yaml`` (its
 ``model`` and ``data``). ``--device`` picks where the model is loaded and run.

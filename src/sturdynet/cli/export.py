@@ -1,8 +1,8 @@
 """``sturdynet export CHECKPOINT [-o model.sturdy | --format onnx]``: write a bit-packed model file
 or an ONNX graph.
 
-Reads a checkpoint written by ``sturdynet train`` / ``sturdynet run`` (``base.pt`` or
-``variants/<name>.pt``), writes the packed file (:mod:`sturdynet.export.packed`),
+Reads a checkpoint written by ``sturdynet train`` / ``sturdynet run`` (``base.safetensors`` or
+``variants/<name>.safetensors``; older ``.pt`` checkpoints too), writes the packed file (:mod:`sturdynet.export.packed`),
 reloads it and checks that its outputs equal the checkpoint model's bit for bit on a
 seeded random batch (skip with ``--no-verify``; with ``--float16`` the check compares
 against the float16-rounded model and is skipped). ``--inspect FILE`` prints what a
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
                                    "(binary 1, ternary 2), pruned tensors are stored sparse, and float "
                                    "tensors float32 (or float16). The file loads with "
                                    "sturdynet.export.load_packed.")
-    p.add_argument("checkpoint", nargs="?", help="checkpoint (.pt) from `sturdynet train` or `sturdynet run`")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint (.safetensors, or an older .pt) from `sturdynet train` or `sturdynet run`")
     p.add_argument("-o", "--out", help="output file (default: CHECKPOINT with suffix .sturdy, or .onnx)")
     p.add_argument("--format", choices=("packed", "onnx"), default="packed",
                    help="packed: sturdynet's bit-packed file (default); onnx: an ONNX graph (int8 QDQ for 8-bit "

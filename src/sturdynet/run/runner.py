@@ -162,11 +162,13 @@ class Runner:
         p = self.variant_path(name, seed)
         return p.read_bytes() if p.exists() else None
 
-    def _has_model(self, name: str, seed: int) -> bool:
+    def _has_model(self, name: str, seed: int, record: Optional[Dict[str, Any]] = None) -> bool:
         spec = self.specs[name]
         if not spec.steps and spec.finetune is None:
             return True
-        return self._verified(self.variant_path(name, seed), self.store.cell(name, seed),
+        if record is None and self.store is not None:
+            record = self.store.cell(name, seed)
+        return self._verified(self.variant_path(name, seed), record,
                               f"variant {name}" + (f" (seed {seed})" if self.multi_seed else ""))
 
     # -- driver ---------------------------------------------------------------------------
@@ -373,14 +375,15 @@ def plan(recipe: Recipe, out_dir) -> List[Tuple[Cell, str]]:
     if path.exists():
         try:
             res = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             res = {}
+        res = res if isinstance(res, dict) else {}
         for v in res.get("cells") or [{**v, "seed": res.get("seed", 0)} for v in res.get("variants") or []]:
             old[(v.get("name"), v.get("seed"))] = v
     runner = Runner(recipe, out_dir)
     out = []
     for c in recipe.cells():
         todo = needs_work(recipe, runner.specs[c.variant], old.get((c.variant, c.seed)),
-                          runner._has_model(c.variant, c.seed))
+                          runner._has_model(c.variant, c.seed, old.get((c.variant, c.seed))))
         out.append((c, todo))
     return out
