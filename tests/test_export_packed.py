@@ -222,7 +222,7 @@ def test_file_is_the_payload_plus_a_compact_header_and_version_1_files_still_loa
         path = tmp_path / f"m{len(steps)}.sturdy"
         info = export_model(model, path, arch)
         assert info["file_bytes"] == path.stat().st_size
-        assert info["file_bytes"] <= 1.02 * info["payload_bytes"], info
+        assert info["file_bytes"] <= 1.02 * info["payload_bytes"] + 40, info  # + the SHA-256 (32 bytes of entropy)
         loaded, blob = load_packed(path)
         x = digits.test.x[:16]
         with torch.no_grad():

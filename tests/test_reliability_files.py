@@ -183,20 +183,42 @@ def test_nan_weights_are_refused(tmp_path, small):
         load_checkpoint(p)
 
 
-def test_structurally_wrong_packed_file(tmp_path, small):
-    from sturdynet.core.weights import load_weights, save_weights
+def _rewrite_packed(p, change):
+    """Edit a packed file's header with ``change(header)`` and write it back with a valid hash,
+    as a crafted (not damaged) file would be."""
+    import json
+    import struct
+    import zlib
 
+    from sturdynet.export.packed import MAGIC, ZDICT, content_sha256
+
+    raw = p.read_bytes()
+    (hlen,) = struct.unpack("<I", raw[len(MAGIC) + 1:len(MAGIC) + 5])
+    start = len(MAGIC) + 5
+    d = zlib.decompressobj(zdict=ZDICT)
+    header = json.loads(d.decompress(raw[start:start + hlen]) + d.flush())
+    body = raw[start + hlen:]
+    change(header)
+    header["sha256"] = content_sha256(header, body)
+    c = zlib.compressobj(9, zdict=ZDICT)
+    head = c.compress(json.dumps(header).encode()) + c.flush()
+    p.write_bytes(raw[:start - 4] + struct.pack("<I", len(head)) + head + body)
+
+
+def test_structurally_wrong_packed_file(tmp_path, small):
     model, arch = small
     p = tmp_path / "m.sturdy"
     export_model(model, p, arch)
-    header, tensors, _ = load_weights(p)
-    header["entries"][0]["data"] = [0, 10 ** 9]  # a byte range beyond the payload
-    save_weights(p, header, tensors)
-    with pytest.raises(ValueError, match=f"{p}: damaged packed model"):
+    _rewrite_packed(p, lambda h: h.update(tensors=[["x", "f", [10 ** 9], 0]]))  # beyond the payload
+    with pytest.raises(ValueError, match=str(p)):
         load_packed(p)
-    header["entries"][0] = "x"
-    save_weights(p, header, tensors)
-    with pytest.raises(ValueError, match="entry 0"):
+    export_model(model, p, arch)
+    _rewrite_packed(p, lambda h: h.update(tensors=["x"]))
+    with pytest.raises(ValueError, match=f"{p}: malformed tensor entry"):
+        load_packed(p)
+    export_model(model, p, arch)
+    _rewrite_packed(p, lambda h: h.update(arch={"model": {"name": "mlp"}}))
+    with pytest.raises(ValueError, match=str(p)):
         load_packed(p)
 
 

@@ -12,7 +12,7 @@ factory models), ``tensors``: one ``[name, kind, shape, spec]`` per tensor in pa
 names, shapes and storage kinds come from the rebuilt architecture (each layer's
 ``storage_bits``), so they are not stored at all; byte ranges are never stored (they follow
 from shapes, bits and ``nnz``). ``sha256`` is the SHA-256 of the header's other keys
-(canonical JSON) and the payload, verified on every load, so one flipped byte anywhere is
+(canonical JSON) and the payload (about 35 more bytes in the compressed header), verified on every load, so one flipped byte anywhere is
 an error naming the file (:func:`content_sha256`). Other keys may be added (the model spec);
 readers ignore keys they do not know. The file is the payload plus about 150-300 bytes,
 read as data only, never unpickled. Version-1 files (a ``torch.save`` of the same facts
@@ -184,7 +184,7 @@ def content_sha256(header: Dict[str, Any], body: bytes) -> str:
     h = hashlib.sha256(json.dumps({k: v for k, v in header.items() if k != "sha256"}, sort_keys=True,
                                   separators=(",", ":")).encode())
     h.update(body)
-    return h.hexdigest()
+    return h.hexdigest()  # hex: compresses to about 32 bytes in the zlib header (base64 would not)
 
 
 def _header_bytes(header: Dict[str, Any]) -> Tuple[bytes, bytes]:
@@ -312,8 +312,7 @@ def _read_packed(path: Path) -> Dict[str, Any]:
     digest = header.get("sha256")
     if not isinstance(digest, str):
         raise ValueError(f"{path}: packed model has no SHA-256 (damaged, or written before checksums)")
-    if content_sha256(header, raw[start + hlen:]) != digest:
-        raise ValueError(f"{path}: packed model fails its SHA-256 check (damaged or modified)")
+
     rows = header.get("tensors")
     if rows is None:
         rows = _derived_rows(header["arch"])
@@ -328,6 +327,8 @@ def _read_packed(path: Path) -> Dict[str, Any]:
     need = sum(e["data"][1] + (e["mask"][1] if "mask" in e else 0) for e in blob["entries"])
     if len(body) != need:
         raise ValueError(f"{path}: payload holds {len(body)} bytes, the header describes {need}")
+    if content_sha256(header, body) != digest:
+        raise ValueError(f"{path}: packed model fails its SHA-256 check (damaged or modified)")
     blob["payload"] = torch.frombuffer(bytearray(body), dtype=torch.uint8) if body else torch.zeros(0, dtype=torch.uint8)
     return blob
 
