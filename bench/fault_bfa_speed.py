@@ -155,6 +155,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--held", type=int, default=256)
     ap.add_argument("--batches", type=int, default=8)
+    ap.add_argument("--first-batch", type=int, default=0, help="skip the first batches (split a run in parts)")
+    ap.add_argument("--merge", nargs="+", default=None, help="summarize these partial result files into --out")
     ap.add_argument("--attack-batch", type=int, default=64)
     ap.add_argument("--k-top", type=int, default=10)
     ap.add_argument("--max-flips", type=int, default=40)
@@ -164,6 +166,13 @@ def main() -> None:
     torch.set_num_threads(1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        parts = [json.loads(Path(p).read_text()) for p in args.merge]
+        res = dict(parts[0], runs=sorted((r for p in parts for r in p["runs"]), key=lambda r: r["batch"]),
+                   parts=[{"file": p, "cost_inputs": q["cost_inputs"]} for p, q in zip(args.merge, parts)])
+        summarize(res, args.max_flips)
+        out.write_text(json.dumps(res, indent=1))
+        return
     data, _ = cifar_data({"train": args.train, "test": args.held}, 0, args.data, val_fraction=0.05)
     torch.manual_seed(0)
     model = model_for_data(Component("resnet20", from_dict(MODELS.params("resnet20"), {})), data)
@@ -212,6 +221,8 @@ def main() -> None:
     modes = ["reference", "exact", "fast"]
     for b in range(args.batches):
         idx = torch.randperm(len(data.val), generator=g)[:args.attack_batch]
+        if b < args.first_batch:
+            continue
         x = data.val.x[idx]
         row = {"batch": b}
         order = modes[b % 3:] + modes[:b % 3]  # rotate who goes first
