@@ -20,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import statistics
