@@ -94,3 +94,18 @@ def test_robust_ticket_trains_adversarially_and_reaches_sparsity(trained_cnn, di
     assert seen == ["pgd", "pgd", "pgd"]  # the dense run and both rounds
     assert mask_sparsity(out) == pytest.approx(0.75, abs=0.01)
     assert ctx.log["robust_ticket"]["adversarial"]["method"] == "pgd"
+
+
+def test_hydra_score_gradient_goes_through_abs():
+    """The mask ranks |S|, so S gets the straight-through gradient times sign(S): a weight the
+    loss wants kept raises |S| whatever the sign of its score (issue 15: without the sign,
+    negative scores were pushed out of the mask)."""
+    import torch
+
+    from sturdynet.defenses.hydra import ScoreMask
+
+    sm = ScoreMask(torch.tensor([1.0, 1.0]), density=0.5)
+    with torch.no_grad():
+        sm.scores.copy_(torch.tensor([-0.5, 0.2]))
+    (-sm(torch.tensor([1.0, 1.0])).sum()).backward()  # dL/dmask = -1 for both weights
+    assert sm.scores.grad.tolist() == [1.0, -1.0]  # descent grows |S| for both

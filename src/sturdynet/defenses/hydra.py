@@ -6,7 +6,7 @@
    adversarial method of ``adversarial``, else the run's ``train.adversarial``, else
    plain cross-entropy): the layer computes with W * M where M keeps the top-k |S| of
    each layer (k = round((1 - sparsity) * n)); the mask's gradient goes straight
-   through to S.
+   through to |S| (S receives it times sign(S), as in the authors' code).
 3. The final masks (top-k per layer) are attached as pruning masks; the variant's
    ``finetune_epochs`` (with its ``finetune: {adversarial: ...}``) then trains the
    weights with the mask fixed, as the paper's fine-tuning stage.
@@ -61,7 +61,9 @@ class ScoreMask(nn.Module):
         self.k = int(round(density * weight.numel()))
 
     def forward(self, w: Tensor) -> Tensor:
-        return w * _TopK.apply(self.scores, self.k)
+        # The mask ranks |S|: the straight-through gradient reaches S through abs (times sign(S)),
+        # as in the paper's code; passing it to S directly would push negative scores the wrong way.
+        return w * _TopK.apply(self.scores.abs(), self.k)
 
 
 @dataclass(frozen=True)
