@@ -137,3 +137,35 @@ def test_hydra_beats_magnitude_under_adversarial_training(digits):
     ch, cm = evaluate_accuracy(h, digits.test)["accuracy"], evaluate_accuracy(m, digits.test)["accuracy"]
     rh, rm = robust(h), robust(m)
     assert ch > cm + 0.05 and rh > rm + 0.05, (ch, cm, rh, rm)
+
+
+@pytest.mark.slow
+def test_adversarial_training_helps_binary_weights(digits):
+    """PGD-AT during binary QAT (binary weights, real activations; gradients through the
+    straight-through estimators) raises robust accuracy over the same QAT without it, seed 0 of
+    bench/binary_at_bench.py (robust = PGD-20 through both STE and true gradients)."""
+    from sturdynet.attacks import create_attack
+    from sturdynet.core.registry import ADVERSARIAL
+
+    torch.manual_seed(0)
+    base = model_for_data(Component("small_cnn", SmallCNNParams(width=16)), digits)
+    cfg = TrainConfig(epochs=15, lr=0.05, batch_size=64)
+    fit(base, digits, cfg, seed=0)
+    adv = Component("pgd", from_dict(ADVERSARIAL.params("pgd"), {"eps": 0.1, "steps": 3}))
+    bp = from_dict(METHODS.params("binarize"), {"activations": False, "epochs": 6, "lr": 0.01})
+
+    def robust(model):
+        x, y = digits.test.x, digits.test.y
+        ok = torch.ones_like(y, dtype=torch.bool)
+        for mode in ("ste", "true"):
+            a = create_attack("pgd", model, eps=0.1, steps=20, random_start=True, seed=0, batch_size=512,
+                              grad_mode=mode)(x, y)
+            with torch.no_grad():
+                ok &= model(a).argmax(1) == y
+        return float(ok.float().mean())
+
+    std = METHODS.get("binarize")().apply(base, bp, training_context(digits, cfg, seed=0)).eval()
+    at_cfg = TrainConfig(epochs=15, lr=0.05, batch_size=64, adversarial=adv)
+    at = METHODS.get("binarize")().apply(base, bp, training_context(digits, at_cfg, seed=0)).eval()
+    r_std, r_at = robust(std), robust(at)
+    assert r_at > r_std + 0.15, (r_std, r_at)
