@@ -30,7 +30,7 @@ from ..data.base import DataBundle, batches
 from .base import CheckContext, SampleParams, eval_split, summarize
 from ..core.tensors import correct_mask, predict
 from ..core.registry import CHECKS, CORRUPTIONS
-from ..corruptions.base import BENCHMARK, EXTRAS, SEVERITIES, corrupt
+from ..corruptions.base import BENCHMARK, SEVERITIES, corrupt
 
 @dataclass(frozen=True)
 class CorruptionCheckParams(SampleParams):

@@ -46,8 +46,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, Optional, Tuple
 
-import torch
-
 from ..attacks.autoattack import BUDGETS, AutoAttack, AutoAttackParams, Member, member_spec, parse_members
 from ..core import progress
 from ..core.params import rng

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ..core.params import rng
 from ..core.registry import FAULTS
 from .bitview import BitView, ViewParams, deploy, weight_layers
-from .common import accuracy, binomial_count, curve_point, sample_positions, trial_generator
+from .common import binomial_count, sample_positions
 
 
 def flip_float32(t: Tensor, rate: float, generator: torch.Generator) -> Tuple[Tensor, int]:

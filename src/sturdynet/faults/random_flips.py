@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Tuple
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ from torch import nn
 from ..core.params import rng
 from ..core.registry import FAULTS
 from .bitview import BitView, ViewParams, deploy
-from .common import accuracy, curve_point, sample_positions, trial_generator
+from .common import sample_positions
 
 
 @dataclass(frozen=True)

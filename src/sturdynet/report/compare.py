@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 
 from ..core.stats import overlap
 from .format import DASH, fmt_method
-from .model import Cell, Column, Document, Figure, Heading, Para, Table, Text, para
+from .model import Cell, Column, Document, Figure, Heading, Table, para
 from .schema import load_results, results_path
 from .uncertainty import fmt_acc, interval
 from .view import RunView

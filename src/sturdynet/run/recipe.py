@@ -26,14 +26,13 @@ fine-tunes after the method (at a tenth of the base learning rate unless
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
 
-from ..core.params import MAX_INT, Component, ConfigError, component, from_dict, load_yaml, rng, to_dict
+from ..core.params import MAX_INT, Component, ConfigError, component, from_dict, load_yaml, to_dict
 from ..core.names import nearest_hint, safe_name
-from ..core.registry import CHECKS, DATASETS, METHODS, MODELS
+from ..core.registry import CHECKS, DATASETS, METHODS
 from ..models.spec import ModelSpec, parse_model_spec
 from ..train.config import TrainConfig, finetune_config
 
