@@ -82,3 +82,20 @@ def test_missing_file_and_bad_yaml(tmp_path):
     p.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_recipe(p)
+
+
+def test_recipe_with_training_callbacks_and_adversarial_round_trips():
+    """Recipe.to_dict() parses back to the same recipe (results.json's recipe is rerunnable)."""
+    from sturdynet.run.recipe import parse_recipe
+
+    data = {"name": "rt", "seed": 1, "data": {"name": "digits"}, "model": {"name": "mlp"},
+            "train": {"epochs": 1, "adversarial": {"method": "pgd", "eps": 0.1},
+                      "callbacks": [{"name": "gaussian_augment", "sigma": 0.25}]},
+            "variants": [{"name": "dense"}, {"name": "ft", "method": "prune.global_magnitude", "sparsity": 0.5,
+                                             "finetune_epochs": 1, "finetune": {"lr": 0.01}}],
+            "evaluate": [{"check": "clean"}]}
+    recipe = parse_recipe(data)
+    out = recipe.to_dict()
+    assert out["train"]["adversarial"]["method"] == "pgd"
+    assert out["train"]["callbacks"][0]["name"] == "gaussian_augment" and "params" not in out["train"]["callbacks"][0]
+    assert parse_recipe(out) == recipe

@@ -255,7 +255,12 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
 
 
 def to_dict(obj: Any) -> Any:
-    """Dataclass -> plain dict/list structure (tuples become lists) for JSON/YAML."""
+    """Dataclass -> plain dict/list structure (tuples become lists) for JSON/YAML.
+
+    A :class:`Component` is written the way a recipe names it (``{name: ..., **params}``, or
+    ``{method: ...}`` for components parsed with that key), so the output parses back."""
+    if isinstance(obj, Component):
+        return obj.to_dict()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
@@ -278,13 +283,14 @@ class Component:
 
     name: str
     params: Any = None
+    key: str = field(default="name", compare=False, repr=False)  # the key that names it in a recipe
 
     def kwargs(self) -> Dict[str, Any]:
         """The parameters as keyword arguments (empty when the component has none)."""
         return kwargs_of(self.params)
 
-    def to_dict(self, key: str = "name") -> Dict[str, Any]:
-        return {key: self.name, **to_dict(self.kwargs())}
+    def to_dict(self, key: Optional[str] = None) -> Dict[str, Any]:
+        return {key or self.key: self.name, **to_dict(self.kwargs())}
 
 
 def component(registry: "Registry", data: Any, path: str, key: str = "name",
@@ -303,7 +309,7 @@ def component(registry: "Registry", data: Any, path: str, key: str = "name",
     if not isinstance(name, str) or name not in registry:
         raise ConfigError(_join(path, key), registry.unknown(name))
     rest = {k: v for k, v in data.items() if k != key and k not in reserved}
-    return Component(name, registry.validate(name, rest, path))
+    return Component(name, registry.validate(name, rest, path), key)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
