@@ -232,19 +232,28 @@ def _done_cells(folder: Path) -> int:
 
 
 def test_kill_9_mid_sweep_then_resume(tmp_path, inprocess_grid):
+    """The driver is killed with SIGKILL right after its third cell is committed (from its own
+    progress hook, so the kill lands mid-sweep however fast the machine is); a re-run completes
+    without redoing the finished cells and gives the in-process metrics."""
     _, ref, _ = inprocess_grid
     (tmp_path / "r.json").write_text(json.dumps(GRID))
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([*CLI, "-q", "run", str(tmp_path / "r.json"),
-                             "--out", str(run_dir)], env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while _done_cells(run_dir) < 3 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    driver = (
+        "import json, os, signal, sys\n"
+        "from sturdynet.run.recipe import parse_recipe\n"
+        "from sturdynet.run.runner import Runner\n"
+        "seen = []\n"
+        "def hook(ev):\n"
+        "    if ev.get('event') == 'variant':\n"
+        "        seen.append(ev)\n"
+        "        if len(seen) == 3:\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "Runner(parse_recipe(json.load(open(sys.argv[1]))), sys.argv[2], progress=hook).run()\n")
+    proc = subprocess.run([sys.executable, "-c", driver, str(tmp_path / "r.json"), str(run_dir)], env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    assert proc.returncode == -signal.SIGKILL
     done = _done_cells(run_dir)
-    assert 3 <= done < 24, done
+    assert done == 3, done
     runner = Runner(parse_recipe(GRID), run_dir)  # the dead driver's lock is gone with it
     res = runner.run()
     assert len(runner.ran) == 24 - done
