@@ -33,7 +33,8 @@ from torch import nn
 from sturdynet.core.params import Component, from_dict
 from sturdynet.core.registry import MODELS
 from sturdynet.faults import BitFlipAttack, ViewParams, deploy
-from sturdynet.faults.common import accuracies, mean_std
+from sturdynet.core.stats import mean_std
+from sturdynet.faults.common import accuracies
 from sturdynet.models import model_for_data
 from sturdynet.prune.macs import count_macs
 from sturdynet.train import TrainConfig, fit
@@ -257,7 +258,7 @@ def summarize(res: Dict, max_flips: int) -> None:
     for m in ("reference", "exact", "fast"):
         spf = sum(r[m]["seconds"] for r in runs) / max(1, sum(r[m]["flips"] for r in runs))
         ftr = [r[m]["to_random_balanced"] if r[m]["to_random_balanced"] is not None else max_flips for r in runs]
-        s[m] = {"seconds_per_flip": spf, "flips_to_random": mean_std(ftr),
+        s[m] = {"seconds_per_flip": spf, "flips_to_random": mean_std(ftr, ddof=0),
                 "reached": sum(r[m]["to_random_balanced"] is not None for r in runs),
                 "evaluations_per_flip": sum(r[m]["evaluations"] for r in runs) / max(1, sum(r[m]["flips"] for r in runs))}
     s["speedup_exact"] = s["reference"]["seconds_per_flip"] / max(1e-12, s["exact"]["seconds_per_flip"])

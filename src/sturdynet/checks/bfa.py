@@ -14,7 +14,8 @@ from .base import CheckContext, SampleParams, eval_split
 from ..core.registry import CHECKS
 from ..faults.bfa import BitFlipAttack
 from ..faults.bitview import BitView, ViewParams, deploy, hamming_distance
-from ..faults.common import accuracy, mean_std, trial_generator
+from ..core.stats import mean_std
+from ..faults.common import accuracy, trial_generator
 from ..faults.random_flips import RandomFlips
 
 
@@ -45,7 +46,7 @@ def mean_curve(curves: List[List[dict]]) -> List[dict]:
     out = []
     for f in xs:
         accs = [[p for p in c if p["flips"] <= f][-1]["accuracy"] for c in curves]
-        ms = mean_std(accs)
+        ms = mean_std(accs, ddof=0)
         out.append({"flips": f, "accuracy": ms["mean"], "std": ms["std"], "trials": len(accs),
                     "trial_accuracy": [float(a) for a in accs]})
     return out
@@ -100,11 +101,11 @@ def bfa_check(model: nn.Module, data, params: BFACheckParams, ctx: CheckContext)
                           "flips_to_random": res.flips_to_random})
     values = [tr["flips_to_random"] if tr["flips_to_random"] is not None else params.max_flips for tr in trials]
     reached = sum(tr["flips_to_random"] is not None for tr in trials)
-    ftr = {**mean_std(values), "reached": reached, "trials": len(trials), "censored": reached < len(trials),
+    ftr = {**mean_std(values, ddof=0), "reached": reached, "trials": len(trials), "censored": reached < len(trials),
            "stop": "balanced_accuracy" if params.balanced else "accuracy"}
     for k in ("accuracy", "balanced_accuracy"):  # both stop rules, as far as the attacks went
         got = [tr["reached"][k] for tr in trials]
-        ftr[f"by_{k}"] = {**mean_std([g if g is not None else params.max_flips for g in got]),
+        ftr[f"by_{k}"] = {**mean_std([g if g is not None else params.max_flips for g in got], ddof=0),
                           "reached": sum(g is not None for g in got)}
     at = [[p for p in c if p["flips"] <= params.accuracy_at][-1]["accuracy"] for c in curves]
     out = {"kind": "fault", "accuracy": mean_std(at)["mean"], "flips": params.accuracy_at,
@@ -121,5 +122,5 @@ def bfa_check(model: nn.Module, data, params: BFACheckParams, ctx: CheckContext)
         for t in range(params.trials):
             with fm.applied(view_b, trial_generator(ctx.seed, 41, t)):
                 accs.append(accuracy(base, held, params.batch_size))
-        out["random_baseline"] = {"flips": n, **mean_std(accs)}
+        out["random_baseline"] = {"flips": n, **mean_std(accs, ddof=0)}
     return out

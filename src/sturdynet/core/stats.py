@@ -28,15 +28,17 @@ def wilson(successes: float, n: int, z: float = Z95) -> Tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def mean_std(values: Sequence[float]) -> Dict[str, float]:
-    """Mean and sample standard deviation (``n - 1``; 0 for a single value)."""
+def mean_std(values: Sequence[float], ddof: int = 1) -> Dict[str, float]:
+    """Mean and standard deviation with ``n - ddof`` in the denominator: the sample std by
+    default, the population std (``ddof=0``, the fault checks' trial spread) on request;
+    0 when there are no more than ``ddof`` values."""
     vals = [float(v) for v in values]
     if not vals:
         return {"mean": float("nan"), "std": float("nan")}
     m = sum(vals) / len(vals)
-    if len(vals) == 1:
+    if len(vals) <= ddof:
         return {"mean": m, "std": 0.0}
-    return {"mean": m, "std": math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))}
+    return {"mean": m, "std": math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - ddof))}
 
 
 def t_quantile(df: int, q: float = 0.975) -> float:

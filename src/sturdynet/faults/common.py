@@ -1,13 +1,13 @@
 """Shared pieces of the fault models and checks: seeded bit sampling and accuracy."""
 from __future__ import annotations
 
-import math
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List
 
 import torch
 from torch import Tensor, nn
 
 from ..data.base import Split
+from ..core.stats import mean_std
 from ..core.tensors import correct_mask
 
 
@@ -99,18 +99,9 @@ def accuracies(model: nn.Module, split: Any, batch_size: int = 512) -> Dict[str,
     return {"accuracy": float(ok.mean()), "balanced_accuracy": sum(recalls) / len(recalls)}
 
 
-def mean_std(values: Sequence[float]) -> Dict[str, float]:
-    """Mean and (population) standard deviation of a list of numbers."""
-    vals = [float(v) for v in values]
-    if not vals:
-        return {"mean": float("nan"), "std": float("nan")}
-    m = sum(vals) / len(vals)
-    return {"mean": m, "std": math.sqrt(sum((v - m) ** 2 for v in vals) / len(vals))}
-
-
 def curve_point(key: str, x: float, accs: List[float], **extra: float) -> dict:
     """One point of an accuracy curve: ``{key: x, accuracy: mean, std: ..., trials: n, ...extra,
     trial_accuracy: [per-trial values]}`` (the per-trial values last, so ``key`` stays the x key)."""
-    ms = mean_std(accs)
+    ms = mean_std(accs, ddof=0)
     return {key: x, "accuracy": ms["mean"], "std": ms["std"], "trials": len(accs), **extra,
             "trial_accuracy": [float(a) for a in accs]}
