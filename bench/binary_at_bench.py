@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import torch
 
+from sturdynet.core.stats import mean_std
 from sturdynet.attacks import create_attack
 from sturdynet.core.params import Component, from_dict
 from sturdynet.core.registry import ADVERSARIAL, DATASETS, METHODS, MODELS
@@ -72,8 +72,7 @@ def main() -> None:
     for name in ("standard", "pgd_at"):
         for metric in ("clean", "robust"):
             vals = [r[name][metric] for r in rows]
-            res["summary"][f"{name}_{metric}"] = {"mean": statistics.mean(vals),
-                                                  "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+            res["summary"][f"{name}_{metric}"] = mean_std(vals)
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1)
     print(json.dumps(res["summary"], indent=1))

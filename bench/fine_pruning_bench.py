@@ -25,12 +25,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from sturdynet.core.stats import mean_std
 from sturdynet.train.context import training_context
 from sturdynet.core.params import from_dict, load_yaml
 from sturdynet.core.tensors import predict
@@ -115,8 +115,7 @@ def main() -> None:
             continue
         for metric in ("clean", "asr"):
             vals = [r[k][metric] for r in rows]
-            res["summary"][f"{k}_{metric}"] = {"mean": statistics.mean(vals),
-                                               "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+            res["summary"][f"{k}_{metric}"] = mean_std(vals)
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1)
     print(json.dumps(res["summary"], indent=1))

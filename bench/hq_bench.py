@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import time
 
 import torch
 
+from sturdynet.core.stats import mean_std
 from sturdynet.train.context import training_context
 from sturdynet.core.params import Component, from_dict
 from sturdynet.core.storage import compression_facts
@@ -78,7 +78,7 @@ def run_seed(seed: int, data, args) -> dict:
 
 def summary(rows, key):
     vals = [r[key[0]][key[1]] for r in rows]
-    return {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+    return mean_std(vals)
 
 
 def main() -> None:

@@ -22,11 +22,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import time
 
 import torch
 
+from sturdynet.core.stats import mean_std
 from sturdynet.attacks import create_attack
 from sturdynet.train.context import training_context
 from sturdynet.core.params import Component, from_dict
@@ -91,8 +91,7 @@ def main() -> None:
             continue
         for metric in ("clean", "robust"):
             vals = [r[k][metric] for r in rows]
-            res["summary"][f"{k}_{metric}"] = {"mean": statistics.mean(vals),
-                                               "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+            res["summary"][f"{k}_{metric}"] = mean_std(vals)
     for sp in args.sparsities:
         for metric in ("clean", "robust"):
             res["summary"][f"paired_hydra_minus_magnitude_{sp}_{metric}"] = [

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import torch
 
+from sturdynet.core.stats import mean_std
 from sturdynet.attacks import create_attack
 from sturdynet.core.params import Component, from_dict
 from sturdynet.core.registry import ADVERSARIAL, DATASETS, MODELS
@@ -62,8 +62,7 @@ def main() -> None:
     for name in ("pgd", "part"):
         for metric in ("clean", "robust"):
             vals = [r[name][metric] for r in rows]
-            res["summary"][f"{name}_{metric}"] = {"mean": statistics.mean(vals),
-                                                  "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+            res["summary"][f"{name}_{metric}"] = mean_std(vals)
     for metric in ("clean", "robust"):
         res["summary"][f"paired_part_minus_pgd_{metric}"] = [r["part"][metric] - r["pgd"][metric] for r in rows]
     with open(args.out, "w") as f:

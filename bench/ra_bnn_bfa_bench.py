@@ -29,6 +29,7 @@ import time
 
 import torch
 
+from sturdynet.core.stats import mean_std
 from sturdynet.checks.base import CheckContext
 from sturdynet.train.context import training_context
 from sturdynet.core.params import Component, from_dict
@@ -80,8 +81,7 @@ def run_seed(seed: int, data, args) -> dict:
 
 
 def stats(vals):
-    return {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-            "median": statistics.median(vals)}
+    return {**mean_std(vals), "median": statistics.median(vals)}
 
 
 def main() -> None:
