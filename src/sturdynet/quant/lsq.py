@@ -14,6 +14,11 @@ Gradients (``grad_mode="ste"``), as in the paper (eq. 3 and section 2.2):
   of the layer (per channel: of the output channel) or, for activations, the number of
   features per sample (elements of one input).
 
+At exactly ``v/s = -Q_N`` or ``Q_P`` the inside formulas apply (clamp's inclusive range:
+gradient 1 to ``v``, 0 to ``s``), where the paper's strict inequalities would clip; a
+difference on a set of measure zero for float inputs. Both gradients come from one fused
+node (:class:`~sturdynet.quant.base.FakeQuantSTE`).
+
 Initial step (paper, section 2.1): ``s = 2 * mean(|v|) / sqrt(Q_P)``, over the layer's
 weights (per channel when ``per_channel``) or over the first (calibration) batch of
 activations. ``grad_mode="true"`` gives the deployed function's own derivative: zero
