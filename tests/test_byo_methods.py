@@ -2,7 +2,8 @@
 squeeze-excitation, a MobileNetV2-style net with depthwise convs behind a declared
 normalization): the method runs, the result predicts, and its checkpoint structure rebuilds
 from the state_dict. Methods tied to one architecture family refuse other networks with a
-one-line reason (binarize.bireal, ra_bnn.grow); fine-pruning and clipact have stated limits."""
+one-line reason (binarize.bireal, ra_bnn.grow); fine-pruning has a stated limit (clipact clips every
+activation call site: functional torch.relu in resnet_basic, ReLU6 in the MobileNet)."""
 from __future__ import annotations
 
 import sys
@@ -30,8 +31,7 @@ QUICK = {"imp": {"rounds": 1, "epochs": 1, "sparsity": 0.5}, "robust_ticket": {"
          "clipact": {"trials": 1, "iterations": 1, "min_iterations": 1, "samples": 50, "rates": [1e-5]},
          "clustering": {"epochs": 1}, "fine_pruning": {"epochs": 1}, "hq": {"hs_epochs": 1}, "binarize": {}}
 FAMILY_ONLY = {"binarize.bireal", "ra_bnn.grow"}
-LIMITS = {("prune.fine_pruning", "*"): "no prunable channel group",  # module-pattern channel groups only
-          ("faults.clipact", "mobilenet"): "no nn.ReLU"}  # clips ReLU activations (ReLU6 nets have none)
+LIMITS = {("prune.fine_pruning", "*"): "no prunable channel group"}  # module-pattern channel groups only
 CORE = ["prune.structured", "prune.global_magnitude", "prune.lamp", "quant.uniform", "quant.fixed_point",
         "quant.ternary", "binarize"]
 

@@ -5,11 +5,13 @@ A fault in a high-order bit (above all a float exponent bit) makes a weight huge
 the huge activations it produces propagate to the output. FT-ClipAct replaces every
 unbounded ReLU by a clipped one that *zeroes* activations above a per-layer threshold
 ``T`` (``f(x) = x`` for ``0 <= x <= T``, else ``0``: a value above ``T`` is taken as
-faulty rather than saturated), then chooses each ``T``:
+faulty rather than saturated), then chooses each ``T``. A "layer" is an activation call
+site (:mod:`.clipact_sites`): a ReLU module called twice has two thresholds, functional
+``F.relu`` / ``torch.relu`` / ``x.relu()`` calls are clipped too.
 
 1. Profiling: run the fault-free model on validation data and record each layer's
    largest activation ``act_max``; every threshold starts there.
-2. Layer by layer, in model order, an interval search on ``[0, act_max]``: evaluate four
+2. Site by site, in execution order, an interval search on ``[0, act_max]``: evaluate four
    equally spaced thresholds; for each, the area under the accuracy-against-fault-rate
    curve (AUC, trapezoid over equally spaced rate points, so the AUC is in accuracy
    units) under Monte-Carlo weight faults; keep the best; narrow the interval to the
@@ -21,8 +23,14 @@ same bit view as the evaluation (default float32 weights, the paper's setting, a
 fault rates 1e-7 to 3e-5). The same seeded faulty copies are used for every candidate
 (common random numbers), so candidates are compared on identical faults.
 
-Deviation: the search data are the validation split (the paper does not name its
-subset); the thresholds are buffers, so checkpoints restore them.
+Deviations: the search data are the validation split (the paper does not name its
+subset); the thresholds are buffers, so checkpoints restore them. ReLU6 and the
+activations unbounded above (LeakyReLU, PReLU, ELU, GELU, SiLU, Hardswish, ...) are
+clipped too (:class:`ActivationClip`: the output is zeroed where the pre-activation
+exceeds ``T``; the paper clips ReLU only); bounded ones are left alone. Where a module
+cannot be traced, its ReLU modules are replaced whole and the calls left unseparated are
+counted and warned about (:mod:`.clipact_coverage`); ``ctx.log["clipact"]["coverage"]``
+reports the sites per kind and the kinds left alone.
 """
 from __future__ import annotations
 
@@ -31,7 +39,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..core.method import MethodContext, CompressionMethod
 from ..core.params import rng
@@ -40,26 +48,19 @@ from ..core.registry import METHODS
 from ..faults.ber import BitErrors
 from ..faults.bitview import FloatLayers, ViewParams
 from ..faults.common import accuracy, trial_generator
+from .clipact_sites import CLIP_TYPES, ActivationClip, ClippedReLU, clip_sites
+from .clipact_coverage import clip_coverage
 
-
-class ClippedReLU(nn.Module):
-    """``x`` for ``0 <= x <= threshold``, else 0 (FT-ClipAct's clipped activation); a NaN
-    produced by an inf weight also maps to 0."""
-
-    def __init__(self, threshold: float = float("inf")) -> None:
-        super().__init__()
-        self.register_buffer("threshold", torch.tensor(float(threshold)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = torch.relu(x)
-        return torch.where(y <= self.threshold, y, torch.zeros_like(y))  # NaN is out of range too
-
-    def extra_repr(self) -> str:
-        return f"threshold={float(self.threshold):.4g}"
+__all__ = ["ActivationClip", "ClipAct", "ClipActParams", "ClippedReLU", "auc", "clip_sites", "profile_max",
+           "replace_relus"]
 
 
 def replace_relus(model: nn.Module) -> List[Tuple[str, ClippedReLU]]:
     """Replace (in place) every ``nn.ReLU`` module by a :class:`ClippedReLU` (threshold inf).
+
+    Module replacement only: a module called at several sites keeps one threshold and
+    functional calls are not seen; the method uses :func:`clip_sites` (one clip per call
+    site) instead.
 
     Raises:
         ValueError: the model has no ReLU modules (functional ``F.relu`` calls cannot
@@ -78,15 +79,17 @@ def replace_relus(model: nn.Module) -> List[Tuple[str, ClippedReLU]]:
 
 @torch.no_grad()
 def profile_max(model: nn.Module, split: Split, batch_size: int = 256) -> Dict[str, float]:
-    """Largest output of each ClippedReLU over ``split`` (fault-free, eval mode)."""
+    """Largest activation of each clip site over ``split`` (fault-free, eval mode): the
+    largest pre-activation ``x`` of the site, at least 0 (for a ReLU, its largest output)."""
     acts: Dict[str, float] = {}
     handles = []
     for name, m in model.named_modules():
-        if isinstance(m, ClippedReLU):
+        if isinstance(m, CLIP_TYPES):
             acts[name] = 0.0
 
             def hook(mod, inp, out, name=name):
-                acts[name] = max(acts[name], float(out.max()) if out.numel() else 0.0)
+                x = inp[0]
+                acts[name] = max(acts[name], float(x.max()) if x.numel() else 0.0)
             handles.append(m.register_forward_hook(hook))
     was = model.training
     model.eval()
@@ -128,9 +131,22 @@ class ClipAct(CompressionMethod):
     """Replace ReLUs by FT-ClipAct clipped ReLUs with fault-searched thresholds (needs ``ctx.data``)."""
 
     def prepare(self, model: nn.Module, params: ClipActParams) -> nn.Module:
-        model = copy.deepcopy(model)
-        replace_relus(model)
-        return model
+        return self.clip(model)[0]
+
+    @staticmethod
+    def clip(model: nn.Module) -> Tuple[nn.Module, dict]:
+        """A copy of ``model`` with one clip module per activation call site, and the
+        :func:`~sturdynet.defenses.clipact_sites.clip_sites` report.
+
+        Raises:
+            ValueError: the model has no activation FT-ClipAct can clip.
+        """
+        model, report = clip_sites(copy.deepcopy(model))
+        if not report["sites"]:
+            left = ", ".join(sorted(report["left_alone"])) or "none"
+            raise ValueError("faults.clipact: the model has no activation to clip (ReLU, ReLU6, LeakyReLU, ELU, "
+                             f"GELU, SiLU, Hardswish, ...; bounded activations found: {left})")
+        return model, report
 
     def apply(self, model: nn.Module, params: ClipActParams, ctx: Optional[MethodContext] = None) -> nn.Module:
         if ctx is None or ctx.data is None:
@@ -142,14 +158,16 @@ class ClipAct(CompressionMethod):
             raise ValueError(f"rates must be a non-empty list in (0, 1], got {params.rates}")
         split = ctx.data.val if len(ctx.data.val) else ctx.data.train
         split = split.take(params.samples)
-        model = self.prepare(model, params).eval()
-        layers = [n for n, m in model.named_modules() if isinstance(m, ClippedReLU)]
+        model, report = self.clip(model)
+        model.eval()
+        names = {n for n, m in model.named_modules() if isinstance(m, CLIP_TYPES)}
+        layers = [n for n in report["sites"] if n in names]  # execution order when traced
+        coverage = clip_coverage(model, report, next(iter(batches(split, 8)))[0])
         act_max = profile_max(model, split, params.batch_size)
         for n in layers:
             model.get_submodule(n).threshold.fill_(act_max[n])
         log = self.search(model, layers, act_max, split, params, ctx.seed)
-        if ctx is not None:
-            ctx.log["clipact"] = log
+        ctx.log["clipact"] = {**log, "coverage": coverage}
         return model
 
     def search(self, model: nn.Module, layers: List[str], act_max: Dict[str, float], split: Split,
