@@ -207,3 +207,52 @@ def test_thresholds_survive_deepcopy_and_checkpoint(tmp_path, digits):
     assert [float(loaded.get_submodule(n).threshold) for n in sites] == [0.5 + 0.25 * i for i in range(len(sites))]
     assert torch.equal(loaded(x), clipped(x))
     assert not math.isinf(float(loaded.get_submodule("layer1.0.relu_fn@1").threshold))
+
+
+class Bottleneck(nn.Module):
+    """torchvision's Bottleneck layout: one nn.ReLU(inplace=True) called three times, ``out += identity``."""
+
+    def __init__(self, c: int = 4) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv3, self.bn3 = nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += identity
+        return self.relu(out)
+
+
+def test_torchvision_style_bottleneck_gets_three_sites():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), Bottleneck(), Bottleneck(), nn.Flatten(), nn.Linear(256, 3)).eval()
+    clipped, report = ClipAct.clip(net)
+    assert [n for n in report["sites"] if n.startswith("1.")] == ["1.relu", "1.relu@1", "1.relu@2"]
+    assert len(report["sites"]) == 6
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(clipped(x), net(x))
+    sites = profile_max(clipped, Split(x, torch.zeros(2, dtype=torch.long)))
+    assert len(set(sites.values())) == 6  # each site is profiled on its own activations
+
+
+def test_apply_reports_coverage_per_site(digits):
+    torch.manual_seed(0)
+    params = METHODS.validate("faults.clipact", {"trials": 1, "iterations": 1, "min_iterations": 1, "samples": 40,
+                                                 "rates": [1e-5]}, "faults.clipact")
+    from sturdynet.core.method import MethodContext
+
+    ctx = MethodContext(data=digits, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # everything separated: no warning
+        clipped = ClipAct().apply(byo_nets.resnet_basic(width=4), params, ctx)
+    log = ctx.log["clipact"]
+    assert log["coverage"]["sites"] == 9 and log["coverage"]["clipped"] == {"relu": 9}
+    assert log["coverage"]["shared_calls"] == 0 and log["coverage"]["unclipped_calls"] == {}
+    assert set(log["thresholds"]) == set(log["act_max"]) and len(log["thresholds"]) == 9
+    assert all(0 <= log["thresholds"][n] <= log["act_max"][n] for n in log["thresholds"])
+    assert all(float(clipped.get_submodule(n).threshold) == t for n, t in log["thresholds"].items())
