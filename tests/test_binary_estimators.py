@@ -149,3 +149,19 @@ def test_reste_anneal_callback_sets_o_on_reste_quantizers_only():
     assert model[0].weight_quantizer.o == 3.0
     with pytest.raises(ValueError, match="no quantizer"):
         ReSTEAnneal().on_train_begin(_State(nn.Sequential(nn.Linear(2, 2)), 0, 1))
+
+
+@pytest.mark.parametrize("name", ["ste", "clipped_ste", "approx_sign"])
+def test_backward_shortcuts_equal_grad_times_slope(name):
+    """The backward shortcuts (no slope tensor) give exactly grad * estimator_slope(x),
+    including the float neighbours of +-1 for the clipped STE."""
+    g = torch.Generator().manual_seed(0)
+    one = torch.tensor(1.0)
+    edge = torch.stack([torch.nextafter(one, one + 1), one, torch.nextafter(one, one - 1)])
+    x0 = torch.cat([torch.randn(200, generator=g) * 1.5, edge, -edge, torch.zeros(1)])
+    up = torch.randn(x0.shape, generator=g)
+    x = x0.clone().requires_grad_()
+    SignActivation(name)(x).backward(up)
+    assert torch.equal(x.grad, up * estimator_slope(x0, name))
+    if name == "clipped_ste":
+        assert x.grad[200:206].ne(0).tolist() == [False, True, True, False, True, True]

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from sturdynet.quant.base import FakeQuantSTE, _outer_bounds, fake_quant_ste, grad_scale, round_ste
+from sturdynet.quant.base import FakeQuantSTE, outer_bounds, fake_quant_ste, grad_scale, round_ste
 from sturdynet.quant.fixed_point import FixedPointQuantizer
 from sturdynet.quant.lsq import LSQQuantizer
 
@@ -63,7 +63,7 @@ def test_hand_computed_values_and_gradients():
 
 
 def test_range_is_inclusive_to_the_last_float():
-    lo_out, hi_out = _outer_bounds(-8, 7, torch.float32)
+    lo_out, hi_out = outer_bounds(-8, 7, torch.float32)
     assert lo_out < -8 and hi_out > 7
     for dtype in (torch.float32, torch.float64):
         b = torch.tensor([-8.0, 7.0], dtype=dtype)
@@ -188,3 +188,30 @@ def test_no_grad_forward_has_the_same_bits():
         assert y0.grad_fn is None and y1.grad_fn is not None
         assert torch.equal(y0, y1.detach()) and torch.equal(y0, _FirstFused.apply(x, s, -8, 7).detach())
         x = x.detach()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_mixed_dtypes_promote_as_before(dtype):
+    """bfloat16 / float64 inputs with a float32 step: the result dtype and bits of the first node."""
+    g = torch.Generator().manual_seed(6)
+    x0 = (torch.randn(2, 3, 4, 4, generator=g) * 3).to(dtype)
+    s0 = torch.tensor([0.37])
+    go = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float32 if dtype == torch.bfloat16 else dtype)
+    new, ref = _run(fake_quant_ste, x0, s0, -8, 7, go), _run(_FirstFused.apply, x0, s0, -8, 7, go)
+    assert new[0].dtype == ref[0].dtype and torch.equal(new[0], ref[0]) and torch.equal(new[1], ref[1])
+    torch.testing.assert_close(new[2], ref[2])
+    with torch.no_grad():
+        assert torch.equal(fake_quant_ste(x0, s0, -8, 7), ref[0])
+
+
+def test_fixed_point_step_node_matches_the_composed_step_bit_for_bit():
+    from sturdynet.quant.base import round_ste as rste
+    from sturdynet.quant.fixed_point import _Pow2Step
+
+    for f, up in [(1.2, 0.731), (-2.6, -3.3), (4.5, 1e-3), (0.0, 7.0)]:
+        a, b = torch.tensor([f], requires_grad=True), torch.tensor([f], requires_grad=True)
+        sa, sb = _Pow2Step.apply(a), torch.exp2(-rste(b))
+        assert torch.equal(sa, sb)
+        sa.backward(torch.tensor([up]))
+        sb.backward(torch.tensor([up]))
+        assert torch.equal(a.grad, b.grad)

@@ -55,7 +55,7 @@ def grad_scale(x: Tensor, g: float) -> Tensor:
     return x.detach() + (y - y.detach())
 
 
-def _outer_bounds(lo: float, hi: float, dtype: torch.dtype) -> Tuple[float, float]:
+def outer_bounds(lo: float, hi: float, dtype: torch.dtype) -> Tuple[float, float]:
     """The neighbours in ``dtype`` just outside the integer bounds ``[lo, hi]``:
     ``hardtanh_backward`` passes the gradient where ``lo' < t < hi'`` (open), which for ``t``
     of that dtype is exactly ``lo <= t <= hi``. Cached per (bounds, dtype)."""
@@ -69,6 +69,13 @@ def _outer_bounds(lo: float, hi: float, dtype: torch.dtype) -> Tuple[float, floa
 
 
 _OUTER: Dict[Tuple[float, float, torch.dtype], Tuple[float, float]] = {}
+
+
+def _as_scalar(s: Tensor, x: Tensor) -> Tensor:
+    """A one-element ``s`` as a 0-dim tensor (ATen's fast path), where that keeps the result
+    dtype: a 0-dim tensor does not promote ``x`` (bfloat16 ``x`` / float32 ``s`` of shape
+    ``(1,)`` is float32, by a 0-dim ``s`` bfloat16), so only when the dtypes are equal."""
+    return s.reshape(()) if s.numel() == 1 and s.dtype == x.dtype else s
 
 
 def _sum_product(a: Tensor, b: Tensor, shape: torch.Size) -> Tensor:
@@ -105,7 +112,8 @@ class FakeQuantSTE(torch.autograd.Function):
     conv after a quantized batch-norm or residual output and a ReLU), the range test passes
     everywhere and ``r = 0``, so the backward is exactly ``dx = g``, ``ds = 0``; nothing is
     saved. ``torch.equal`` stops at the first mismatch, so off-grid inputs pay almost nothing
-    for the test.
+    for the test. CPU only: on an accelerator the test would make the host wait for the
+    device at every quantizer.
 
     Not the same as ``torch.fake_quantize_per_tensor_affine`` (and its learnable variant):
     those multiply by ``1/s`` (other bits than ``x / s`` for a step that is not a power of
@@ -117,13 +125,13 @@ class FakeQuantSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, s: Tensor, lo: float, hi: float) -> Tensor:  # type: ignore[override]
         ctx.s_shape = s.shape
-        s0 = s.reshape(()) if s.numel() == 1 else s
+        s0 = _as_scalar(s, x)
         t = x / s0
         q = torch.clamp(t, lo, hi).round_()
-        ctx.on_grid = torch.equal(q, t)  # every x/s an integer in [lo, hi]
+        ctx.on_grid = t.device.type == "cpu" and torch.equal(q, t)  # every x/s an integer in [lo, hi]
         if ctx.on_grid:
             return q.mul_(s0)
-        ctx.outer = outer = _outer_bounds(lo, hi, t.dtype)
+        ctx.outer = outer = outer_bounds(lo, hi, t.dtype)
         r = None
         if ctx.needs_input_grad[1]:
             r = torch.ops.aten.hardtanh_backward(t, t, outer[0], outer[1])  # t inside, 0 where clamped
@@ -148,7 +156,7 @@ def fake_quant_ste(x: Tensor, s: Tensor, lo: float, hi: float) -> Tensor:
     (``torch.no_grad``, or neither input requiring grad) only the forward's passes run."""
     if torch.is_grad_enabled() and (x.requires_grad or s.requires_grad):
         return FakeQuantSTE.apply(x, s, lo, hi)
-    s0 = s.reshape(()) if s.numel() == 1 else s
+    s0 = _as_scalar(s, x)
     return torch.clamp(x / s0, lo, hi).round_().mul_(s0)
 
 

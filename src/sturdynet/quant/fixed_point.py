@@ -30,6 +30,7 @@ Not reproduced: the paper's multiplier-free K-hot encoding.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -41,7 +42,7 @@ from ..core.params import rng
 from .quant_bn import QuantBatchNorm2d, quant_bn_copy
 from .layers import QuantConv2d, QuantLinear, converted_copy
 from ..core.registry import METHODS
-from .base import Quantizer, fake_quant_ste, round_ste
+from .base import Quantizer, fake_quant_ste
 from .calibrate import best_power_of_two_frac, calibration_batch, collect_stats
 
 
@@ -98,7 +99,7 @@ class FixedPointQuantizer(Quantizer):
         return torch.clamp(torch.round(x / s), self.lo, self.hi) * s
 
     def ste_forward(self, x: Tensor) -> Tensor:
-        s = self._step(round_ste(self.frac))
+        s = _Pow2Step.apply(self.frac)  # = exp2(-round_ste(frac)), one node
         return fake_quant_ste(x, s, self.lo, self.hi)  # = round_ste(clamp(x / s, lo, hi)) * s, fused
 
     def stored(self, w: Tensor, deployed: Tensor, name: str = "weight"):
@@ -113,6 +114,24 @@ class FixedPointQuantizer(Quantizer):
     def decode(self, codes: Tensor) -> Tensor:
         s = self._step(torch.round(self.frac.detach()))
         return (codes.to(self.frac.dtype) + self.lo) * s
+
+
+class _Pow2Step(torch.autograd.Function):
+    """``s = exp2(-round_ste(frac))`` as one node: ``ds/dfrac = -(s ln 2)`` (round is
+    straight-through), evaluated in the order autograd evaluates the composed graph
+    (``-((g * s) * ln 2)``), so the gradient bits are the same; it saves the per-quantizer
+    round/sub/add/neg/exp2 nodes of the composed form."""
+
+    @staticmethod
+    def forward(ctx, frac: Tensor) -> Tensor:  # type: ignore[override]
+        s = torch.exp2(-torch.round(frac))
+        ctx.save_for_backward(s)
+        return s
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        (s,) = ctx.saved_tensors
+        return (g * s).mul_(math.log(2)).neg_()
 
 
 def _quantize_output(module: nn.Module, inputs, output: Tensor) -> Tensor:

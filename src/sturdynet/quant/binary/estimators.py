@@ -25,6 +25,8 @@ from typing import Literal, Tuple
 import torch
 from torch import Tensor
 
+from ..base import outer_bounds
+
 ESTIMATORS: Tuple[str, ...] = ("ste", "clipped_ste", "approx_sign", "reste")
 Estimator = Literal["ste", "clipped_ste", "approx_sign", "reste"]  # for params dataclasses
 
@@ -70,8 +72,12 @@ class SignWithEstimator(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
         name, o, eps, t = ctx.cfg
+        if name == "ste":
+            return grad, None, None, None, None
         if name == "clipped_ste":  # the common cases without the slope tensor (fewer passes)
-            return torch.where(x.abs() <= 1, grad, 0.0), None, None, None, None
+            # grad where -1 <= x <= 1: one float kernel whose open interval between the
+            # neighbours of -1 and 1 is exactly that closed one (no bool mask tensor)
+            return torch.ops.aten.hardtanh_backward(grad, x, *outer_bounds(-1, 1, x.dtype)), None, None, None, None
         if name == "approx_sign":  # 2 - 2|x| is <= 0 exactly where |x| >= 1
             return x.abs().mul_(-2).add_(2).clamp_(min=0).mul_(grad), None, None, None, None
         return grad * estimator_slope(x, name, o, eps, t), None, None, None, None
