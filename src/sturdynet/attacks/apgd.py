@@ -17,7 +17,10 @@ Algorithm 1 of the paper, per sample:
 
 Losses: cross-entropy, DLR (eq. 6) and targeted DLR (eq. 7). APGD-T (the AutoAttack
 variant) runs the targeted DLR loss against each of the ``n_target_classes`` most
-likely wrong classes in turn, on the points not yet fooled. Each sample returns its
+likely wrong classes in turn, on the points not yet fooled; when few points are left,
+several targets run together as (sample, target) rows of one batch of at most
+``batch_size`` rows (:meth:`Attack.target_chunks`), and a sample's other rows stop as
+soon as one of them fools it. Each sample returns its
 first misclassified iterate (targeted: classified as the target), otherwise its
 highest-loss point (with ``eot_iter > 1``, i.e. a random forward pass: always its
 highest mean-loss point, which lies deeper than the first iterate whose mean logits are
@@ -26,9 +29,15 @@ is already misclassified (targeted: already the target; judged on the mean logit
 ``eot_iter`` passes) is returned as it is without being attacked, as the reference
 code does (one forward pass per batch).
 
+Without EOT a sample leaves the batch at its first misclassified iterate (that iterate
+is its answer either way, and every sample's step sizes and checkpoints are its own),
+so later iterations cost only the samples still standing.
+
 Deviations from the reference code: condition 2 is applied at the first checkpoint as
-the paper states (the reference code skips it there), and checkpoints are computed
-from the formula above rather than by integer decrements.
+the paper states (the reference code skips it there); checkpoints are computed from the
+formula above rather than by integer decrements; fooled samples leave the batch and
+APGD-T's targets may share a batch (both change the cost, not any sample's trajectory
+or verdict).
 """
 from __future__ import annotations
 
@@ -99,11 +108,21 @@ class APGD(Attack):
         return g.sign() if self.norm == "linf" else unit(g)
 
     def run_once(self, x: Tensor, y: Tensor, target: Optional[Tensor],
-                 goal: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+                 goal: Optional[Tensor] = None, group: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """One APGD run. ``target`` feeds the loss; success is reaching ``goal`` (a
-        target label) when given, else misclassification. Returns (x_adv, success)."""
-        fn = self.loss_fn(y, target)
+        target label) when given, else misclassification. Returns (x_adv, success).
+
+        Without EOT a row stops as soon as it succeeds (its first successful iterate is
+        final; every other row's trajectory is its own, so dropping it changes nothing
+        else). ``group`` (one id per row, e.g. the sample of a (sample, target) pair)
+        also stops every other row of a group one of whose rows succeeded; those rows
+        return their best point so far with success False."""
+        n = x.shape[0]
         view = (-1,) + (1,) * (x.dim() - 1)
+        fn = self.loss_fn(y, target)
+        early = self.eot_iter == 1
+        out, succ_all = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
+        ids = torch.arange(n, device=x.device)  # original row of each live row
 
         def succeeded(logits: Tensor) -> Tensor:
             pred = logits.argmax(1)
@@ -114,42 +133,61 @@ class APGD(Attack):
         succ = succeeded(logits)
         adv = x_cur.clone()
         x_max, f_max, g_max = x_cur.clone(), f.clone(), g.clone()
-        hist = [f]
-        eta = torch.full((x.shape[0],), 2 * self.eps, device=x.device)
+        eta = torch.full((n,), 2 * self.eps, device=x.device)
         reduced_last = torch.zeros_like(succ)
-        f_max_last = f_max.clone()
-        w_prev = 0
-        x_prev = x_cur
-        for k in range(self.steps):
+        f_max_last, f_last, incr = f_max.clone(), f, torch.zeros_like(f)
+        w_prev, x_prev = 0, x_cur
+        for k in range(self.steps + 1):
+            if early and bool(succ.any()):  # retire the rows that are done (and their groups)
+                done = succ if group is None else _group_any(succ, group)
+                out[ids[succ]], succ_all[ids[succ]] = adv[succ], True
+                out[ids[done & ~succ]] = x_max[done & ~succ]
+                keep = ~done
+                if not bool(keep.any()):
+                    return out, succ_all
+                ids, x, y, x_cur, x_prev, g, x_max, f_max, g_max, eta, reduced_last, f_max_last, f_last, incr, \
+                    succ, adv = (t[keep] for t in (ids, x, y, x_cur, x_prev, g, x_max, f_max, g_max, eta,
+                                                    reduced_last, f_max_last, f_last, incr, succ, adv))
+                target = None if target is None else target[keep]
+                goal = None if goal is None else goal[keep]
+                group = None if group is None else group[keep]
+                fn = self.loss_fn(y, target)
+            if k == self.steps:
+                break
             z = to_ball(x, x_cur + eta.view(view) * self._dir(g), self.eps, self.norm)
             if k > 0:
                 a = self.momentum
                 z = to_ball(x, x_cur + a * (z - x_cur) + (1 - a) * (x_cur - x_prev), self.eps, self.norm)
             x_prev, x_cur = x_cur, z.detach()
             f, g, logits = self.loss_and_grad(x_cur, fn)
-            hist.append(f)
+            incr += f > f_last
+            f_last = f
             s = succeeded(logits)
-            self.progress(k, succ | s, loss=f)
+            if self.callback is not None:
+                live = succ_all.clone()
+                live[ids] |= succ | s
+                self.progress(k, live, loss=f)
             new = s & ~succ
-            adv[new] = x_cur[new]
-            succ |= s
+            adv = torch.where(new.view(view), x_cur, adv)
+            succ = succ | s
             up = f > f_max
-            x_max[up], f_max[up], g_max[up] = x_cur[up], f[up], g[up]
+            x_max, g_max = torch.where(up.view(view), x_cur, x_max), torch.where(up.view(view), g, g_max)
+            f_max = torch.where(up, f, f_max)
             if k + 1 in self.checkpoints[1:]:
                 w = k + 1
-                incr = torch.stack([hist[i + 1] > hist[i] for i in range(w_prev, w)]).sum(0)
                 cond1 = incr < self.rho * (w - w_prev)
                 cond2 = ~reduced_last & (f_max <= f_max_last)
                 red = cond1 | cond2
                 eta = torch.where(red, eta / 2, eta)
                 x_cur = torch.where(red.view(view), x_max, x_cur)
                 g = torch.where(red.view(view), g_max, g)
-                reduced_last, f_max_last, w_prev = red, f_max.clone(), w
+                reduced_last, f_max_last, w_prev, incr = red, f_max.clone(), w, torch.zeros_like(incr)
         # With EOT (a random forward pass) the first iterate whose mean logits are wrong sits on
         # the boundary, where about half of the draws are still correct: return the highest
         # mean-loss iterate instead, which scores lower under the mean over draws.
-        out = x_max if self.eot_iter > 1 else torch.where(succ.view(view), adv, x_max)
-        return out, succ
+        out[ids] = x_max if self.eot_iter > 1 else torch.where(succ.view(view), adv, x_max)
+        succ_all[ids] = succ
+        return out, succ_all
 
     def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
         out = x.clone()
@@ -165,6 +203,13 @@ class APGD(Attack):
             out[todo[s]] = adv[s]
             done[todo[s]] = True
         return out
+
+
+def _group_any(flag: Tensor, group: Tensor) -> Tensor:
+    """Per row: does any row of its group have ``flag``."""
+    hit = torch.zeros(int(group.max()) + 1, dtype=torch.bool, device=group.device)
+    hit[group[flag]] = True
+    return hit[group]
 
 
 @dataclass(frozen=True)
@@ -194,19 +239,27 @@ class APGDT(APGD):
 
     def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
         logits = self.logits(x)
-        n_cls = logits.shape[1]
-        ranked = logits.scatter(1, y[:, None], -float("inf")).argsort(1, descending=True)
+        n_targets = min(self.n_target_classes, logits.shape[1] - 1)
+        ranked = logits.scatter(1, y[:, None], -float("inf")).argsort(1, descending=True)[:, :n_targets]
         out = x.clone()
         done = logits.argmax(1) != y
-        for t in range(min(self.n_target_classes, n_cls - 1)):
+        first = torch.ones_like(done)  # the sample's output is still the clean input
+        for chunk in self.target_chunks(done, n_targets):
             for _ in range(self.restarts):
                 todo = (~done).nonzero().flatten()
                 if todo.numel() == 0:
                     return out
-                tgt = ranked[todo, t]
-                adv, s = self.run_once(x[todo], y[todo], tgt)
-                if t == 0:
-                    out[todo] = adv
-                out[todo[s]] = adv[s]
-                done[todo[s]] = True
+                rows = todo.repeat(len(chunk))  # (sample, target) pairs, target-major
+                tgt = ranked[rows, torch.tensor(chunk, device=x.device).repeat_interleave(todo.numel())]
+                adv, s = self.run_once(x[rows], y[rows], tgt, group=rows)
+                # per sample: the earliest target that fooled it, else its first row
+                pick = torch.where(s, torch.arange(rows.numel(), device=x.device), rows.numel())
+                best = torch.full((x.shape[0],), rows.numel(), dtype=torch.long, device=x.device)
+                best.scatter_reduce_(0, rows, pick, "amin")
+                hit = best < rows.numel()
+                out[hit] = adv[best[hit]]
+                fresh = first[todo] & ~hit[todo]
+                out[todo[fresh]] = adv[:todo.numel()][fresh]
+                first[todo] = False
+                done |= hit
         return out

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Literal, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -224,6 +224,18 @@ class Attack:
         """Integers in [0, high) from the attack's generator."""
         return torch.randint(high, (size,), generator=self.generator).to(device or self.device)
 
+    def target_chunks(self, done: Tensor, n_targets: int) -> Iterator[List[int]]:
+        """Target indices ``0 .. n_targets - 1`` in the chunks that multi-target attacks
+        (APGD-T, FAB-T) run together as (sample, target) rows: as many targets as fit in
+        ``batch_size`` rows for the samples not yet ``done`` (read anew before each chunk,
+        so the chunks widen as samples fall), at least one. With a full batch every chunk
+        is one target, the authors' order."""
+        t = 0
+        while t < n_targets:
+            k = max(1, self.batch_size // max(1, int((~done).sum())))
+            yield list(range(t, min(n_targets, t + k)))
+            t += k
+
     def record_norms(self, norms: Tensor) -> None:
         """Minimum-norm attacks: record one batch's smallest adversarial norms (inf: none
         found); ``min_norms`` holds them all, on the CPU, after the call."""
@@ -284,6 +296,11 @@ class Attack:
     @torch.no_grad()
     def logits(self, x: Tensor) -> Tensor:
         """The model's logits, averaged over ``eot_iter`` forward passes."""
+        return self.mean_logits(x)
+
+    def mean_logits(self, x: Tensor) -> Tensor:
+        """:meth:`logits` in the caller's gradient context (a search loop that runs under
+        one ``torch.no_grad`` saves entering it per query)."""
         out = self.model(x)
         for _ in range(self.eot_iter - 1):
             out = out + self.model(x)

@@ -62,6 +62,19 @@ def eta(s: int) -> Tensor:
     return out / out.norm()
 
 
+def _spans(s: int, size: int, device: torch.device) -> Tensor:
+    """(size - s + 1, size) bool: row ``v`` is True on ``v .. v + s - 1``."""
+    key = (s, size, str(device))
+    if key not in _SPANS:
+        i = torch.arange(size, device=device)
+        v = torch.arange(size - s + 1, device=device)[:, None]
+        _SPANS[key] = (i >= v) & (i < v + s)
+    return _SPANS[key]
+
+
+_SPANS: dict = {}
+
+
 @dataclass(frozen=True)
 class SquareParams(AttackParams):
     """Square: ``n_queries`` budget per sample (the initial point counts as one),
@@ -85,10 +98,10 @@ class Square(Attack):
     report_fields = ("n_queries",)
 
     # -- scoring -------------------------------------------------------------------------
-    @torch.no_grad()
     def _score(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-        """(margin, loss): margin <= 0 means success; the search minimises loss."""
-        z = self.logits(x)
+        """(margin, loss): margin <= 0 means success; the search minimises loss (call
+        under ``torch.no_grad``: :meth:`perturb` runs the whole search under it)."""
+        z = self.mean_logits(x)
         if self.targeted:
             m = -margin(z, target)
             return m, F.cross_entropy(z, target, reduction="none")
@@ -101,10 +114,8 @@ class Square(Attack):
 
     @staticmethod
     def _mask(vh: Tensor, vw: Tensor, s: int, h: int, w: int) -> Tensor:
-        dh = torch.arange(h, device=vh.device)[None] - vh[:, None]  # row - top: in the window when 0 <= . < s
-        dw = torch.arange(w, device=vh.device)[None] - vw[:, None]
-        mh, mw = (dh >= 0) & (dh < s), (dw >= 0) & (dw < s)
-        return (mh[:, :, None] & mw[:, None, :])[:, None]
+        """(n, 1, h, w): True inside each sample's s x s window at (vh, vw)."""
+        return (_spans(s, h, vh.device)[vh][:, None, :, None] & _spans(s, w, vh.device)[vw][:, None, None, :])
 
     # -- the two norms ---------------------------------------------------------------------
     def _init(self, x: Tensor) -> Tensor:
@@ -123,22 +134,24 @@ class Square(Attack):
         norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
         return (x + self.eps * delta / norm).clamp(0, 1)
 
-    def _propose_linf(self, x: Tensor, x_best: Tensor, p: float) -> Tensor:
-        n, c, h, w = x.shape
+    def _propose_linf(self, up: Tensor, down: Tensor, plus_best: Tensor, p: float) -> Tuple[Tensor, Tensor]:
+        """A proposal from the current best point, which is ``up = clip(x + eps)`` where
+        ``plus_best`` and ``down = clip(x - eps)`` elsewhere (every L-inf iterate is):
+        returns (its ``plus`` state, the image)."""
+        n, c, h, w = up.shape
         s = min(max(int(round(math.sqrt(p * h * w))), 1), h, w)
-        vh, vw = self._windows(n, h, w, s, x.device)
+        vh, vw = self._windows(n, h, w, s, up.device)
         mask = self._mask(vh, vw, s, h, w)
         # Up to 10 draws of one sign per channel, re-drawn while the window would not change
-        # (the authors' loop), vectorised: per channel, does +eps / -eps change the window?
-        up, down = (x + self.eps).clamp(0, 1), (x - self.eps).clamp(0, 1)
-        ch_up = ((up - x_best).abs() * mask).flatten(2).amax(2) >= 1e-7  # (n, c)
-        ch_down = ((down - x_best).abs() * mask).flatten(2).amax(2) >= 1e-7
-        tries = self.rand(TRIES, n, c, device=x.device).lt(0.5)  # True: +eps
-        changes = torch.where(tries, ch_up, ch_down).any(2)  # (TRIES, n)
-        first = torch.where(changes.any(0), changes.float().argmax(0), torch.full_like(changes[0], TRIES - 1,
-                                                                                        dtype=torch.long))
-        plus = tries[first, torch.arange(n, device=x.device)].view(n, c, 1, 1)
-        return torch.where(mask, torch.where(plus, up, down), x_best)
+        # (the authors' loop), vectorised. Per channel, +eps changes the window unless all of it
+        # is at +eps already, -eps unless none of it is (up != down wherever eps > 0).
+        n_plus = (plus_best & mask).sum((2, 3))  # (n, c)
+        tries = self.rand(TRIES, n, c, device=up.device).lt(0.5)  # True: +eps
+        changes = torch.where(tries, n_plus < s * s, n_plus > 0).any(2)  # (TRIES, n)
+        first = (changes.cumsum(0) == 0).sum(0).clamp(max=TRIES - 1)  # the first draw that changes it
+        plus = tries[first, torch.arange(n, device=up.device)].view(n, c, 1, 1)
+        state = torch.where(mask, plus, plus_best)
+        return state, torch.where(state, up, down)
 
     def _propose_l2(self, x: Tensor, x_best: Tensor, p: float) -> Tensor:
         n, c, h, w = x.shape
@@ -171,20 +184,35 @@ class Square(Attack):
     def _run(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
         x_best = self._init(x)
         m_best, l_best = self._score(x_best, y, target)
-        propose = self._propose_linf if self.norm == "linf" else self._propose_l2
-        # the samples not yet fooled, kept as compact tensors (gathered again only when one is fooled)
+        # per live sample: its search state (L-inf: where the best point is at +eps; L2: the
+        # point), kept as compact tensors, gathered again only when a sample is fooled
+        if self.norm == "linf":
+            up, down = (x + self.eps).clamp(0, 1), (x - self.eps).clamp(0, 1)
+            state, extra = x_best == up, (up, down)
+
+            def propose(st, ex, p):
+                return self._propose_linf(ex[0], ex[1], st, p)
+        else:
+            state, extra = x_best, (x,)
+
+            def propose(st, ex, p):
+                cand = self._propose_l2(ex[0], st, p)
+                return cand, cand
         ida = (m_best > 0).nonzero().flatten()
-        xa, ya, ta = x[ida], y[ida], None if target is None else target[ida]
+        sa, ea, ya, ta = state[ida], tuple(e[ida] for e in extra), y[ida], None if target is None else target[ida]
         xba, mba, lba = x_best[ida], m_best[ida], l_best[ida]
+        view = (-1,) + (1,) * (x.dim() - 1)
         for it in range(self.n_queries - 1):
             if ida.numel() == 0:
                 break
-            cand = propose(xa, xba, p_schedule(it, self.n_queries, self.p_init))
+            st, cand = propose(sa, ea, p_schedule(it, self.n_queries, self.p_init))
             m, l = self._score(cand, ya, ta)
-            better = (l < lba) | (m <= 0)
-            lba = torch.where(l < lba, l, lba)
+            lower = l < lba
+            better = lower | (m <= 0)
+            lba = torch.where(lower, l, lba)
             mba = torch.where(better, m, mba)
-            xba = torch.where(better.view(-1, 1, 1, 1), cand, xba)
+            sa = torch.where(better.view(view), st, sa)
+            xba = torch.where(better.view(view), cand, xba)
             done = mba <= 0
             if self.callback is not None:
                 m_best[ida] = mba
@@ -192,11 +220,13 @@ class Square(Attack):
             if done.any():
                 x_best[ida], m_best[ida], l_best[ida] = xba, mba, lba
                 keep = ~done
-                ida, xa, ya, xba, mba, lba = ida[keep], xa[keep], ya[keep], xba[keep], mba[keep], lba[keep]
+                ida, sa, ya, xba, mba, lba = ida[keep], sa[keep], ya[keep], xba[keep], mba[keep], lba[keep]
+                ea = tuple(e[keep] for e in ea)
                 ta = None if ta is None else ta[keep]
         x_best[ida], m_best[ida], l_best[ida] = xba, mba, lba
         return x_best, m_best <= 0
 
+    @torch.no_grad()
     def perturb(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
         out = x.clone()
         done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
