@@ -83,12 +83,12 @@ def test_multi_target_verdict_matches_sequential(trained_cnn, digits, name):
     """Within eps, the samples fooled with targets sharing a batch are those fooled one
     target at a time (FAB-T: exactly; APGD-T: random starts differ, so within 2 samples)."""
     x, y = digits.test.x[:60], digits.test.y[:60]
-    kw = {"eps": 0.12, "steps": 30, "n_target_classes": 9}
+    kw = {"eps": 0.08, "steps": 30, "n_target_classes": 9}
     fooled = []
     for bs in (256, 1):
         adv = create_attack(name, trained_cnn, batch_size=bs, seed=0, **kw)(x, y)
         with torch.no_grad():
             fooled.append(trained_cnn(adv).argmax(1) != y)
     diff = int((fooled[0] != fooled[1]).sum())
-    assert fooled[0].sum() > 5
+    assert 10 < int(fooled[0].sum()) < 50
     assert diff == 0 if name == "fab-t" else diff <= 2
