@@ -72,6 +72,17 @@ def _spans(s: int, size: int, device: torch.device) -> Tensor:
     return _SPANS[key]
 
 
+def _windows_table(s: int, h: int, w: int, device: torch.device) -> Optional[Tensor]:
+    """(h - s + 1, w - s + 1, h, w) bool, every s x s window's mask, when it has at most
+    2**22 entries (None otherwise: the masks are then built from :func:`_spans`)."""
+    if (h - s + 1) * (w - s + 1) * h * w > 1 << 22:
+        return None
+    key = ("table", s, h, w, str(device))
+    if key not in _SPANS:
+        _SPANS[key] = _spans(s, h, device)[:, None, :, None] & _spans(s, w, device)[None, :, None, :]
+    return _SPANS[key]
+
+
 _SPANS: dict = {}
 
 
@@ -115,7 +126,10 @@ class Square(Attack):
     @staticmethod
     def _mask(vh: Tensor, vw: Tensor, s: int, h: int, w: int) -> Tensor:
         """(n, 1, h, w): True inside each sample's s x s window at (vh, vw)."""
-        return (_spans(s, h, vh.device)[vh][:, None, :, None] & _spans(s, w, vh.device)[vw][:, None, None, :])
+        table = _windows_table(s, h, w, vh.device)
+        if table is not None:
+            return table[vh, vw][:, None]
+        return _spans(s, h, vh.device)[vh][:, None, :, None] & _spans(s, w, vh.device)[vw][:, None, None, :]
 
     # -- the two norms ---------------------------------------------------------------------
     def _init(self, x: Tensor) -> Tensor:
@@ -192,15 +206,21 @@ class Square(Attack):
 
             def propose(st, ex, p):
                 return self._propose_linf(ex[0], ex[1], st, p)
+
+            def point(st, ex):
+                return torch.where(st, ex[0], ex[1])
         else:
             state, extra = x_best, (x,)
 
             def propose(st, ex, p):
                 cand = self._propose_l2(ex[0], st, p)
                 return cand, cand
+
+            def point(st, ex):
+                return st
         ida = (m_best > 0).nonzero().flatten()
         sa, ea, ya, ta = state[ida], tuple(e[ida] for e in extra), y[ida], None if target is None else target[ida]
-        xba, mba, lba = x_best[ida], m_best[ida], l_best[ida]
+        mba, lba = m_best[ida], l_best[ida]
         view = (-1,) + (1,) * (x.dim() - 1)
         for it in range(self.n_queries - 1):
             if ida.numel() == 0:
@@ -212,18 +232,17 @@ class Square(Attack):
             lba = torch.where(lower, l, lba)
             mba = torch.where(better, m, mba)
             sa = torch.where(better.view(view), st, sa)
-            xba = torch.where(better.view(view), cand, xba)
             done = mba <= 0
             if self.callback is not None:
                 m_best[ida] = mba
                 self.progress(it, m_best <= 0)
             if done.any():
-                x_best[ida], m_best[ida], l_best[ida] = xba, mba, lba
+                x_best[ida], m_best[ida], l_best[ida] = point(sa, ea), mba, lba
                 keep = ~done
-                ida, sa, ya, xba, mba, lba = ida[keep], sa[keep], ya[keep], xba[keep], mba[keep], lba[keep]
+                ida, sa, ya, mba, lba = ida[keep], sa[keep], ya[keep], mba[keep], lba[keep]
                 ea = tuple(e[keep] for e in ea)
                 ta = None if ta is None else ta[keep]
-        x_best[ida], m_best[ida], l_best[ida] = xba, mba, lba
+        x_best[ida], m_best[ida], l_best[ida] = point(sa, ea), mba, lba
         return x_best, m_best <= 0
 
     @torch.no_grad()
