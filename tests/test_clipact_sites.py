@@ -256,3 +256,25 @@ def test_apply_reports_coverage_per_site(digits):
     assert set(log["thresholds"]) == set(log["act_max"]) and len(log["thresholds"]) == 9
     assert all(0 <= log["thresholds"][n] <= log["act_max"][n] for n in log["thresholds"])
     assert all(float(clipped.get_submodule(n).threshold) == t for n, t in log["thresholds"].items())
+
+
+def test_checkpoint_from_before_per_site_clipping_loads_with_its_function():
+    from sturdynet.defenses.clipact import replace_relus
+
+    torch.manual_seed(0)
+    old = copy.deepcopy(Twice())
+    replace_relus(old)  # the former structure: one ClippedReLU for both calls, functional calls unclipped
+    old.relu.threshold.fill_(2.0)
+    new, _ = ClipAct.clip(Twice())
+    with pytest.warns(UserWarning, match="older checkpoint"):
+        new.load_state_dict(old.state_dict(), strict=True)
+    assert float(new.get_submodule("relu@1").threshold) == 2.0
+    x = torch.tensor([[1.0, -2.0, 3.0], [0.3, 0.6, 0.1]])
+    assert torch.equal(new(x), old(x))
+    dup, _ = ClipAct.clip(Twice())
+    dup = copy.deepcopy(dup)  # the hook survives deepcopy
+    with pytest.warns(UserWarning, match="older checkpoint"):
+        dup.load_state_dict(old.state_dict(), strict=True)
+    assert torch.equal(dup(x), old(x))
+    with pytest.raises(RuntimeError, match="Missing key"):  # a state_dict without thresholds stays strict
+        new.load_state_dict(Twice().state_dict(), strict=True)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import torch
@@ -164,6 +165,23 @@ def _adopt(gm: nn.Module, modules: Dict[str, Optional[nn.Module]], params: Dict[
     for k, v in attrs.items():
         if not hasattr(gm, k):
             setattr(gm, k, v)
+
+
+def _older_checkpoint(module: nn.Module, state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
+    """Load-state-dict pre-hook: a checkpoint written before per-site clipping (one
+    ClippedReLU per ``nn.ReLU`` module, functional calls unclipped) loads with the function
+    it had: a missing ``<module>@k`` site takes ``<module>``'s threshold, any other missing
+    site stays unclipped (inf). A state_dict without any threshold is left to strict loading."""
+    sites = [n for n, m in module.named_modules() if isinstance(m, CLIP_TYPES)]
+    keys = [f"{prefix}{n}.threshold" for n in sites]
+    missing = [k for k in keys if k not in state_dict]
+    if not missing or len(missing) == len(keys):
+        return
+    for k in missing:
+        src = k[:-len(".threshold")].rpartition("@")[0] + ".threshold"
+        state_dict[k] = state_dict[src].clone() if src in state_dict else torch.tensor(float("inf"))
+    warnings.warn(f"faults.clipact: an older checkpoint without per-site thresholds: {len(missing)} site(s) take "
+                  "their module's threshold or stay unclipped, as when it was written", stacklevel=2)
 
 
 def _trace(model: nn.Module) -> Tuple[Optional[fx.Graph], List[str], str]:
@@ -326,6 +344,7 @@ def clip_sites(model: nn.Module) -> Tuple[nn.Module, Dict[str, Any]]:
     _adopt(gm, dict(model._modules), dict(model._parameters), dict(model._buffers),
            set(model._non_persistent_buffers_set), {k: v for k, v in vars(model).items() if _public_attr(k, v)})
     gm.train(model.training)
+    gm.register_load_state_dict_pre_hook(_older_checkpoint)
     _rewrite(gm, gm.graph, report)
     for name in opaque:
         _replace_relu_modules(gm, name, report)
