@@ -102,7 +102,7 @@ class FakeQuantSTE(torch.autograd.Function):
     ``dx`` is bit-identical to it, ``ds`` agrees to float rounding (a per-tensor ``s`` sums
     ``g * r`` as one dot product). What makes it cheap on CPU: ``s`` is divided as a 0-dim
     tensor (a one-element tensor takes ATen's slow broadcast path), the range test is
-    ``hardtanh_backward`` with the bounds' float32 outer neighbours (one pass, no bool mask:
+    ``hardtanh_backward`` with the bounds' outer neighbours (one pass, no bool mask:
     the comparison kernels that write bool tensors are several times slower than float ones),
     ``r`` is built in the forward from that same kernel (``t`` inside, 0 outside) and saved
     instead of ``t`` and ``q``, and the output reuses ``q``'s buffer.
@@ -119,8 +119,10 @@ class FakeQuantSTE(torch.autograd.Function):
     those multiply by ``1/s`` (other bits than ``x / s`` for a step that is not a power of
     two) and test the range on the *rounded* value, which passes gradient for ``x/s`` in
     ``(hi, hi + 0.5)`` and ``[lo - 0.5, lo)``; their CPU kernel also took 12 ms on a
-    2M-element tensor where one pass of this node takes about 0.4 ms. A NaN ``x/s`` gets ``dx = g`` here (``hardtanh_backward``
-    compares false), 0 in the first fused node; the output is NaN in both."""
+    2M-element tensor where one pass of this node takes about 0.4 ms.
+
+    A NaN ``x/s`` gets ``dx = g`` here (``hardtanh_backward`` compares false), 0 in the first
+    fused node; the output is NaN in both."""
 
     @staticmethod
     def forward(ctx, x: Tensor, s: Tensor, lo: float, hi: float) -> Tensor:  # type: ignore[override]
