@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from sturdynet.quant.base import FakeQuantSTE, outer_bounds, fake_quant_ste, grad_scale, round_ste
+from sturdynet.quant.base import fake_quant_ste, grad_scale, outer_bounds, round_ste
 from sturdynet.quant.fixed_point import FixedPointQuantizer
 from sturdynet.quant.lsq import LSQQuantizer
 
