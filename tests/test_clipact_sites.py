@@ -278,3 +278,19 @@ def test_checkpoint_from_before_per_site_clipping_loads_with_its_function():
     assert torch.equal(dup(x), old(x))
     with pytest.raises(RuntimeError, match="Missing key"):  # a state_dict without thresholds stays strict
         new.load_state_dict(Twice().state_dict(), strict=True)
+
+
+def test_forward_hooks_are_kept():
+    torch.manual_seed(0)
+    net = byo_nets.resnet_basic(width=4).eval()
+    seen = []
+    net.layer1[0].register_forward_hook(lambda m, i, o: seen.append("block"))
+    net.register_forward_hook(lambda m, i, o: seen.append("root"))
+    clipped, report = ClipAct.clip(net)
+    assert report["opaque"] == ["layer1.0"] and len(report["sites"]) == 7  # the hooked block is kept whole
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(clipped(x), net(x)) and seen == ["block", "root"] * 2
+    copy.deepcopy(clipped)(x)
+    assert seen == ["block", "root"] * 3
+    with pytest.warns(UserWarning, match=r"module\(s\) 'layer1.0'.*2 functional call\(s\) are not clipped"):
+        clip_coverage(clipped, report, x)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from .clipact_sites import CLIP_FUNC_NAMES, CLIP_TYPES, module_kind
+from .clipact_sites import CLIP_FUNC_NAMES, CLIP_TYPES, ActivationClip, module_kind
 
 
 class _CountCalls(TorchFunctionMode):
@@ -66,8 +66,9 @@ def clip_coverage(model: nn.Module, report: Dict[str, Any], x: Tensor) -> Dict[s
         for h in handles:
             h.remove()
         model.train(was)
+    mods = dict(model.named_modules())
     for name, kind in report["sites"].items():  # a kept activation function feeds its ActivationClip
-        if "_fn@" in name and kind in counter.calls:
+        if "_fn@" in name and kind in counter.calls and isinstance(mods.get(name), ActivationClip):
             counter.calls[kind] -= per_module.get(name, 0)
     counter.calls = {k: v for k, v in counter.calls.items() if v > 0}
     clipped: Dict[str, int] = {}

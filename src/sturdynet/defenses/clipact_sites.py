@@ -144,6 +144,7 @@ class ClipActGraph(fx.GraphModule):
         _adopt(res, copy.deepcopy(self._modules, memo), copy.deepcopy(self._parameters, memo),
                copy.deepcopy(self._buffers, memo), set(self._non_persistent_buffers_set),
                copy.deepcopy({k: v for k, v in vars(self).items() if _public_attr(k, v)}, memo))
+        _copy_hooks(res, self, memo)
         return res
 
 
@@ -190,6 +191,12 @@ def _trace(model: nn.Module) -> Tuple[Optional[fx.Graph], List[str], str]:
     names: List[str] = []
     reason = ""
     by_name = dict(model.named_modules())
+    probe = _SiteTracer(set())
+    for name, m in by_name.items():  # a traced-through module would lose its hooks: keep it whole
+        if name and _has_forward_hooks(m) and not probe.is_leaf_module(m, name) and \
+                not any(name.startswith(n + ".") for n in names):
+            opaque.add(id(m))
+            names.append(name)
     while True:
         tracer = _SiteTracer(opaque)
         try:
@@ -202,6 +209,21 @@ def _trace(model: nn.Module) -> Tuple[Optional[fx.Graph], List[str], str]:
                 return None, [""], reason
             opaque.add(id(by_name[inner]))
             names.append(inner)
+
+
+_HOOK_DICTS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks", "_forward_hooks_with_kwargs",
+               "_forward_hooks_always_called")
+
+
+def _has_forward_hooks(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks)
+
+
+def _copy_hooks(dst: nn.Module, src: nn.Module, memo: Optional[Dict[int, Any]] = None) -> None:
+    """The root's forward hooks (GraphModule construction and deepcopy drop them)."""
+    for attr in _HOOK_DICTS:
+        if attr in vars(src):
+            setattr(dst, attr, copy.deepcopy(vars(src)[attr], memo) if memo is not None else copy.copy(vars(src)[attr]))
 
 
 def _parent(root: nn.Module, name: str) -> Tuple[nn.Module, str]:
@@ -344,6 +366,7 @@ def clip_sites(model: nn.Module) -> Tuple[nn.Module, Dict[str, Any]]:
     _adopt(gm, dict(model._modules), dict(model._parameters), dict(model._buffers),
            set(model._non_persistent_buffers_set), {k: v for k, v in vars(model).items() if _public_attr(k, v)})
     gm.train(model.training)
+    _copy_hooks(gm, model)
     gm.register_load_state_dict_pre_hook(_older_checkpoint)
     _rewrite(gm, gm.graph, report)
     for name in opaque:
