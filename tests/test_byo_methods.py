@@ -2,8 +2,9 @@
 squeeze-excitation, a MobileNetV2-style net with depthwise convs behind a declared
 normalization): the method runs, the result predicts, and its checkpoint structure rebuilds
 from the state_dict. Methods tied to one architecture family refuse other networks with a
-one-line reason (binarize.bireal, ra_bnn.grow); fine-pruning has a stated limit (clipact clips every
-activation call site: functional torch.relu in resnet_basic, ReLU6 in the MobileNet)."""
+one-line reason (binarize.bireal, ra_bnn.grow); fine-pruning prunes their last conv through the
+dependency graph (clipact clips every activation call site: functional torch.relu in resnet_basic,
+ReLU6 in the MobileNet)."""
 from __future__ import annotations
 
 import sys
@@ -31,7 +32,7 @@ QUICK = {"imp": {"rounds": 1, "epochs": 1, "sparsity": 0.5}, "robust_ticket": {"
          "clipact": {"trials": 1, "iterations": 1, "min_iterations": 1, "samples": 50, "rates": [1e-5]},
          "clustering": {"epochs": 1}, "fine_pruning": {"epochs": 1}, "hq": {"hs_epochs": 1}, "binarize": {}}
 FAMILY_ONLY = {"binarize.bireal", "ra_bnn.grow"}
-LIMITS = {("prune.fine_pruning", "*"): "no prunable channel group"}  # module-pattern channel groups only
+LIMITS: dict = {}  # prune.fine_pruning takes the graph engine on these nets (tests/test_fine_pruning_graph.py)
 CORE = ["prune.structured", "prune.global_magnitude", "prune.lamp", "quant.uniform", "quant.fixed_point",
         "quant.ternary", "binarize"]
 

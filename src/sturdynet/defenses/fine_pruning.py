@@ -12,13 +12,27 @@ see :mod:`sturdynet.data.poison`): activations and the accuracy limit use it, an
 does fine-tuning unless ``finetune_on: train`` (which trains on the possibly poisoned
 training split, as a variant's ``finetune_epochs`` would).
 
-Pruning reuses :mod:`sturdynet.prune.structured`: the channel's filter, bias and batch-
-norm affine terms are masked, then (``physical: true``) the channels are removed.
+Two engines find the layer and what shrinks with it (``engine``, as in ``prune.structured``):
+
+* ``modules`` (sturdynet's built-in models under ``auto``): the module-pattern channel
+  groups of :mod:`sturdynet.prune.channel_groups`; the channel's filter, bias and batch-
+  norm affine terms are masked, then (``physical: true``) the channels are removed by
+  :mod:`sturdynet.prune.structured`. The layer is the last conv that is a group producer:
+  in residual networks the last block's first conv (channels of the residual stream are
+  never pruned by this engine), not the very last conv.
+* ``graph`` (every other network under ``auto``: torchvision, timm, factories, wrapped
+  networks): :mod:`sturdynet.defenses.fine_pruning_graph` traces the network with the
+  dependency graph and takes the last conv in execution order whose coupled channel group
+  is prunable and not tied to the network's input or output. In a residual network that
+  is the last conv of the last block, whose channels are the residual stream of the last
+  stage: they are pruned, together in every coupled layer (all convs and batch norms
+  adding into that stream, the shortcut's included, and every reader). ``layer`` can name
+  another conv (e.g. a block's first conv) to leave the stream whole.
 
 Deviations: a channel's activation is measured where the next layer reads it (after the
-nonlinearity and any pooling in between), not at the conv output; in residual networks
-the last prunable layer is the last block's first conv (channels of the residual stream
-are never pruned, see :mod:`sturdynet.prune.channel_groups`), not the very last conv.
+nonlinearity, any residual add and pooling in between), not at the conv output; the
+``modules`` engine prunes a residual network's last block-internal conv, not the very
+last conv (see above).
 """
 from __future__ import annotations
 
@@ -36,10 +50,13 @@ from ..core.tensors import predict
 from ..core.params import rng
 from ..data.base import DataBundle, Split
 from ..prune.channel_groups import ChannelGroup, out_channels
+from ..prune.coupled import masks_from_state
+from ..prune.graph import resize_to_shapes
 from ..core.masks import get_masks
 from ..prune.structured import compact, mask_channels, prunable_groups, resize_to_state_dict
 from ..core.registry import METHODS
 from ..train.loop import evaluate_accuracy
+from .fine_pruning_graph import fine_prune_graph
 
 NAME = "prune.fine_pruning"
 
@@ -53,7 +70,9 @@ class FinePruningParams:
     a tenth of the base learning rate unless ``lr``) on ``finetune_on`` data, with the batch-norm
     running statistics ``bn_stats``: ``frozen`` (kept from the delivered model; the affine terms
     still train) or ``train`` (re-estimated on the fine-tuning data). A variant's own
-    ``finetune_epochs`` is a different thing: it trains afterwards on the training split."""
+    ``finetune_epochs`` is a different thing: it trains afterwards on the training split.
+    ``engine``: ``modules`` (module-pattern channel groups), ``graph`` (any traced network),
+    ``auto`` (``modules`` for sturdynet's built-in models, ``graph`` otherwise)."""
 
     amount: float = rng(0, 1, "[)", default=0.9)
     max_accuracy_drop: Optional[float] = rng(0, 1, "[]", default=0.04)
@@ -65,6 +84,14 @@ class FinePruningParams:
     min_channels: int = rng(1, None, default=1)
     physical: bool = True
     bn_stats: Literal["train", "frozen"] = "train"
+    engine: Literal["auto", "modules", "graph"] = "auto"
+
+
+def engine_for(model: nn.Module, params: FinePruningParams) -> str:
+    """``modules`` or ``graph``: ``auto`` picks ``modules`` for sturdynet's built-in models only."""
+    if params.engine != "auto":
+        return params.engine
+    return "modules" if getattr(model, "sturdynet_model", None) else "graph"
 
 
 def pick_group(model: nn.Module, layer: Optional[str]) -> ChannelGroup:
@@ -185,12 +212,15 @@ class FinePruning(TrainingMethod):
     def apply(self, model: nn.Module, params: FinePruningParams, ctx: TrainingContext) -> nn.Module:
         require_training(ctx, NAME)
         clean = _clean_split(ctx, params.samples)
-        masked = copy.deepcopy(model)
-        group = pick_group(masked, params.layer)
-        keep, report = prune_order(masked, group, params, clean)
-        with torch.no_grad():
-            mask_channels(masked, [group], {group.producer: keep})
-        out = compact(masked, set(get_masks(model))) if params.physical else masked
+        if engine_for(model, params) == "graph":
+            out, report = fine_prune_graph(model, params, clean)
+        else:
+            masked = copy.deepcopy(model)
+            group = pick_group(masked, params.layer)
+            keep, report = prune_order(masked, group, params, clean)
+            with torch.no_grad():
+                mask_channels(masked, [group], {group.producer: keep})
+            out = compact(masked, set(get_masks(model))) if params.physical else masked
         if params.epochs > 0:
             report["finetune_history"] = _finetune(out, params, ctx, clean)
             report["clean_accuracy_finetuned"] = evaluate_accuracy(out, clean)["accuracy"]
@@ -201,8 +231,8 @@ class FinePruning(TrainingMethod):
 
     def prepare(self, model: nn.Module, params: FinePruningParams) -> nn.Module:
         """The masked structure (``physical: false``); the physical one needs the checkpoint."""
-        if params.physical:
-            raise ValueError(f"{NAME} chooses its channel count from data; use prepare_for_state with the checkpoint")
+        if params.physical or engine_for(model, params) == "graph":
+            raise ValueError(f"{NAME} chooses its channels from data; use prepare_for_state with the checkpoint")
         model = copy.deepcopy(model)
         group = pick_group(model, params.layer)
         with torch.no_grad():
@@ -210,5 +240,8 @@ class FinePruning(TrainingMethod):
         return model
 
     def prepare_for_state(self, model: nn.Module, params: FinePruningParams, state_dict) -> nn.Module:
-        """The structure of a checkpoint: the channel counts are read from ``state_dict``."""
+        """The structure of a checkpoint: the channel counts (graph engine: every layer's
+        shapes, or where the masks are) are read from ``state_dict``."""
+        if engine_for(model, params) == "graph":
+            return resize_to_shapes(model, state_dict) if params.physical else masks_from_state(model, state_dict)
         return resize_to_state_dict(model, state_dict) if params.physical else self.prepare(model, params)

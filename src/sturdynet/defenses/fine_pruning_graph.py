@@ -1,0 +1,130 @@
+"""Fine-Pruning's pruning step on any network (Liu et al., arXiv 1805.12185), through the
+dependency graph of :mod:`sturdynet.prune.coupled` (DepGraph, arXiv 2301.12900).
+
+The last convolutional layer, precisely: trace one clean batch and list the conv / linear
+layers in the order they first run; the last of them is the classifier. Going back from
+the end, the first ``nn.Conv2d`` whose coupled output-channel group
+
+* does not contain the classifier's outputs (the network's output stays whole),
+* is read by some conv / linear layer, and
+* can be removed: removing one of its channels through the graph gives a model that runs
+  and computes what masking that channel computes (this rejects groups tied to the
+  network input and channel-mixing operations the graph does not model)
+
+is the layer pruned. In a residual network the last conv adds into the residual stream, so
+its group is the stream of the last stage: every conv / batch norm adding into it (the
+shortcut's included) loses the same channels, and every layer reading it loses those
+inputs. This is allowed on purpose: the channels ranked are exactly those of the final
+feature map, which is what the paper's "last convolutional layer" computes, and the graph
+guarantees the whole coupled group goes together. ``layer`` picks another conv (for
+example a block's first conv, to keep the stream whole).
+
+The paper's rule is kept: channels are ranked by increasing mean activation on clean data,
+measured where they are read (the input of the first reader that runs after the layer:
+after the residual add, nonlinearity and pooling), and removed in that order while clean
+validation accuracy stays within ``max_accuracy_drop``. Each step of that search masks the
+channels in every coupled layer (producer rows, batch-norm terms, reader columns) and
+evaluates the masked model, which computes what the physically pruned one computes; the
+chosen channels are then removed from every coupled layer.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..data.base import Split
+from ..prune.coupled import (CoupledChannels, check_removable, check_unmasked, coupled_channels,
+                             execution_order, mask_coupled, mean_read_activations, remove_coupled)
+from ..train.loop import evaluate_accuracy
+
+NAME = "prune.fine_pruning"
+_CHECK = 16  # clean images on which a candidate's removal is verified
+
+
+def _candidate(model: nn.Module, name: str, head: str, x: Tensor) -> Tuple[Optional[CoupledChannels], str]:
+    cc = coupled_channels(model, name, x[:1])
+    if head in cc.member_names:
+        return None, "its channels are the network's output"
+    if not cc.readers:
+        return None, "no conv or linear layer reads its channels"
+    reason = check_removable(model, cc, x[:_CHECK])
+    return (None, reason) if reason else (cc, "")
+
+
+def pick_coupled(model: nn.Module, layer: Optional[str], x: Tensor) -> Tuple[CoupledChannels, List[str], List[Dict]]:
+    """(group, execution order, skipped later convs with the reason) of ``layer`` or of the
+    last prunable conv (see the module docstring)."""
+    order = execution_order(model, x[:1])
+    if not order:
+        raise ValueError("fine-pruning needs a convolution layer; the model has none")
+    head = order[-1]
+    if layer is not None:
+        if layer not in order or layer == head:
+            choices = [n for n in order if n != head and isinstance(model.get_submodule(n), nn.Conv2d)]
+            raise ValueError(f"layer: {layer!r} is not a conv / linear layer before the classifier; "
+                             f"choose one of {', '.join(choices)}")
+        cc, reason = _candidate(model, layer, head, x)
+        if cc is None:
+            raise ValueError(f"layer: {layer!r} cannot be fine-pruned: {reason}")
+        return cc, order, []
+    skipped: List[Dict] = []
+    for name in reversed(order):
+        if name == head or not isinstance(model.get_submodule(name), nn.Conv2d):
+            continue
+        cc, reason = _candidate(model, name, head, x)
+        if cc is not None:
+            return cc, order, skipped
+        skipped.append({"layer": name, "reason": reason})
+    why = "; ".join(f"{s['layer']}: {s['reason']}" for s in skipped[:3])
+    raise ValueError(f"fine-pruning needs a prunable convolution layer; the traced graph has none ({why or 'no conv'})")
+
+
+def graph_prune_order(model: nn.Module, cc: CoupledChannels, order: List[str], amount: float,
+                      max_accuracy_drop: Optional[float], min_channels: int,
+                      clean: Split) -> Tuple[Tensor, Dict[str, Any]]:
+    """The boolean keep vector of ``cc`` and the search's report (the same fields as the
+    module engine's, plus where the activations were read)."""
+    act, where = mean_read_activations(model, cc, order, clean.x)
+    c = cc.channels
+    ranked = torch.sort(act, stable=True).indices
+    limit = min(int(round(amount * c)), max(0, c - min_channels))
+    base = evaluate_accuracy(model, clean)["accuracy"]
+    work = copy.deepcopy(model)
+    curve: List[Dict[str, Any]] = []
+    k, acc, stopped = 0, base, "amount"
+    for n in range(1, limit + 1):
+        keep = torch.ones(c, dtype=torch.bool)
+        keep[ranked[:n]] = False
+        mask_coupled(work, cc, keep)  # the dead set only grows, so masking in place is exact
+        a = evaluate_accuracy(work, clean)["accuracy"]
+        curve.append({"channels": n, "accuracy": a})
+        if max_accuracy_drop is not None and base - a > max_accuracy_drop + 1e-12:
+            stopped = "accuracy_drop"
+            break
+        k, acc = n, a
+    keep = torch.ones(c, dtype=torch.bool)
+    keep[ranked[:k]] = False
+    report = {"layer": cc.root, "channels_before": c, "channels_pruned": k, "channel_sparsity": k / c,
+              "pruned_channels": ranked[:k].tolist(), "mean_activation": [round(float(v), 6) for v in act],
+              "clean_accuracy_before": base, "clean_accuracy_pruned": acc, "stopped_by": stopped, "curve": curve,
+              "engine": "graph", "activations_read_at": where}
+    return keep, report
+
+
+def fine_prune_graph(model: nn.Module, params: Any, clean: Split) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Pick the layer, search the channels and remove (``physical``) or mask them; returns
+    (new model, report). ``params``: :class:`~sturdynet.defenses.fine_pruning.FinePruningParams`."""
+    check_unmasked(model, NAME)
+    cc, order, skipped = pick_coupled(model, params.layer, clean.x)
+    keep, report = graph_prune_order(model, cc, order, params.amount, params.max_accuracy_drop,
+                                     params.min_channels, clean)
+    masked = copy.deepcopy(model)
+    mask_coupled(masked, cc, keep)
+    out = remove_coupled(masked, cc, keep, clean.x[:1]) if params.physical else masked
+    report["coupled_layers"] = cc.layers
+    if skipped:
+        report["skipped_layers"] = skipped
+    return out, report
