@@ -41,7 +41,8 @@ def _mobilenet() -> nn.Module:
 CASES = {
     # stage-2 residual stream (8 channels): conv2 of both blocks (8*3*3 each), the 1x1 shortcut
     # conv (4 inputs), three batch norms (gamma, beta), the next block's conv1 inputs (8*3*3), fc (10)
-    "resnet_basic": (lambda: byo_nets.resnet_basic(width=4), {"factory": "byo_nets:resnet_basic", "kwargs": {"width": 4}},
+    "resnet_basic": (lambda: byo_nets.resnet_basic(width=4),
+                     {"factory": "byo_nets:resnet_basic", "kwargs": {"width": 4}},
                      "layer2.1.conv2", "layer2.1.bn2", [6, 1], 72 + 72 + 4 + 3 * 2 + 72 + 10),
     # conv.0: 8 inputs * 3*3, its batch norm, fc (10 outputs)
     "concat_se": (lambda: byo_nets.concat_se(width=4), {"factory": "byo_nets:concat_se", "kwargs": {"width": 4}},
