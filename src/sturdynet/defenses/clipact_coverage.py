@@ -40,7 +40,8 @@ def clip_coverage(model: nn.Module, report: Dict[str, Any], x: Tensor) -> Dict[s
         ``traced``, ``opaque`` (untraceable modules, ``""`` = the whole model), ``sites``
         (number of clip sites), ``clipped`` (kind -> sites), ``left_alone`` (kind -> sites),
         ``shared_calls`` (calls of a clip module beyond its first in one forward),
-        ``unclipped_calls`` (kind -> activation function calls outside every clip module).
+        ``unclipped_calls`` (kind -> activation function calls outside every clip module),
+        ``warning`` (the warning issued, or None; results.json keeps it in ``method_log``).
     """
     counter = _CountCalls()
     per_module: Dict[str, int] = {}
@@ -79,13 +80,14 @@ def clip_coverage(model: nn.Module, report: Dict[str, Any], x: Tensor) -> Dict[s
            "shared_calls": sum(c - 1 for c in per_module.values() if c > 1), "unclipped_calls": counter.calls}
     missed = out["shared_calls"] + sum(counter.calls.values())
     hidden = {k: v for k, v in out["left_alone"].items() if "untraceable" in k}
+    out["warning"] = None
     if missed or hidden:
         where = "the model" if out["opaque"] == [""] else \
             "module(s) " + ", ".join(repr(n) for n in out["opaque"])
-        traced = f"{where} could not be traced ({out['reason']}); " if out["opaque"] else ""
-        warnings.warn(f"faults.clipact: {traced}{missed} activation call "
-                      f"site(s) could not be separated: {out['shared_calls']} call(s) share an earlier call's "
-                      f"threshold, {sum(counter.calls.values())} functional call(s) are not clipped "
-                      f"({counter.calls or 'none'}), activation modules left alone: {hidden or 'none'}",
-                      stacklevel=3)
+        traced = f"{where} could not be traced through ({out['reason']}); " if out["opaque"] else ""
+        out["warning"] = (f"faults.clipact: {traced}{missed} activation call site(s) could not be separated: "
+                          f"{out['shared_calls']} call(s) share an earlier call's threshold, "
+                          f"{sum(counter.calls.values())} functional call(s) are not clipped "
+                          f"({counter.calls or 'none'}), activation modules left alone: {hidden or 'none'}")
+        warnings.warn(out["warning"], stacklevel=3)
     return out

@@ -197,6 +197,7 @@ def _trace(model: nn.Module) -> Tuple[Optional[fx.Graph], List[str], str]:
                 not any(name.startswith(n + ".") for n in names):
             opaque.add(id(m))
             names.append(name)
+            reason = reason or f"{name!r} has forward hooks"
     while True:
         tracer = _SiteTracer(opaque)
         try:
