@@ -45,3 +45,23 @@ def test_api_clean_accuracy_cpu_equals_cuda(digits):
     cpu = check(net, data, ["clean"], device="cpu")["clean"]
     gpu = check(net, data, ["clean"], device="cuda")["clean"]
     assert abs(cpu["accuracy"] - gpu["accuracy"]) <= 1 / len(digits.test.y)
+
+
+def test_clipact_sites_on_cuda(digits):
+    from sturdynet.core.method import MethodContext
+    from sturdynet.core.registry import METHODS
+    from sturdynet.defenses.clipact import ClipAct
+
+    torch.manual_seed(0)
+    net = byo_nets.resnet_basic(width=4).eval()
+    params = METHODS.validate("faults.clipact", {"trials": 1, "iterations": 1, "min_iterations": 1, "samples": 40,
+                                                 "rates": [1e-5]}, "faults.clipact")
+    ctx = MethodContext(data=digits, seed=0)
+    clipped = ClipAct().apply(net.cuda(), params, ctx)
+    assert ctx.log["clipact"]["coverage"]["sites"] == 9
+    assert all(b.is_cuda for b in clipped.buffers())
+    x = digits.test.x[:8]
+    cpu = ClipAct.clip(net.cpu())[0]
+    cpu.load_state_dict({k: v.cpu() for k, v in clipped.state_dict().items()})
+    with torch.no_grad():  # a value at a threshold may round to either side on the two devices
+        assert int((clipped(x.cuda()).cpu().argmax(1) == cpu(x).argmax(1)).sum()) >= 7
