@@ -36,20 +36,22 @@ def _mobilenet() -> nn.Module:
     return InputNormalized(example_net.build_net(width=4), NORM["mean"], NORM["std"])
 
 
-# net -> (builder, factory spec, last conv, its batch norm, dormant channels,
-#         params removed per pruned channel, computed by hand from the layer shapes)
+# case -> (builder, factory spec, layer param, conv pruned, its batch norm, dormant channels,
+#          params removed per pruned channel, computed by hand from the layer shapes)
+RESNET = (lambda: byo_nets.resnet_basic(width=4), {"factory": "byo_nets:resnet_basic", "kwargs": {"width": 4}})
 CASES = {
-    # stage-2 residual stream (8 channels): conv2 of both blocks (8*3*3 each), the 1x1 shortcut
-    # conv (4 inputs), three batch norms (gamma, beta), the next block's conv1 inputs (8*3*3), fc (10)
-    "resnet_basic": (lambda: byo_nets.resnet_basic(width=4),
-                     {"factory": "byo_nets:resnet_basic", "kwargs": {"width": 4}},
-                     "layer2.1.conv2", "layer2.1.bn2", [6, 1], 72 + 72 + 4 + 3 * 2 + 72 + 10),
+    # the last conv that is not a residual stream: layer2.1.conv1 (8 inputs * 3*3), bn1, conv2's inputs (8 * 3*3)
+    "resnet_basic": (*RESNET, None, "layer2.1.conv1", "layer2.1.bn1", [6, 1], 72 + 2 + 72),
+    # the residual stream of stage 2 when named (8 channels): conv2 of both blocks (8*3*3 each), the 1x1
+    # shortcut conv (4 inputs), three batch norms (gamma, beta), the next block's conv1 inputs (8*3*3), fc (10)
+    "resnet_stream": (*RESNET, "layer2.1.conv2", "layer2.1.conv2", "layer2.1.bn2", [6, 1],
+                      72 + 72 + 4 + 3 * 2 + 72 + 10),
     # conv.0: 8 inputs * 3*3, its batch norm, fc (10 outputs)
     "concat_se": (lambda: byo_nets.concat_se(width=4), {"factory": "byo_nets:concat_se", "kwargs": {"width": 4}},
-                  "conv.0", "conv.1", [5, 2], 8 * 9 + 2 + 10),
+                  None, "conv.0", "conv.1", [5, 2], 8 * 9 + 2 + 10),
     # head 1x1 conv: 8 inputs, its batch norm, the classifier (10 outputs)
     "mobilenet": (_mobilenet, {"factory": "net:build_net", "kwargs": {"width": 4}, "input_normalization": NORM},
-                  "net.head.0", "net.head.1", [3, 11, 0], 8 + 2 + 10),
+                  None, "net.head.0", "net.head.1", [3, 11, 0], 8 + 2 + 10),
 }
 
 
@@ -65,7 +67,7 @@ def small_digits():
 def _dormant(net: str) -> nn.Module:
     """The untrained net with the dormant channels' filters zeroed and their batch-norm
     shift so negative that the nonlinearity after it (or after the residual add) gives 0."""
-    build, _, conv, bn, dormant, _ = CASES[net]
+    build, _, _, conv, bn, dormant, _ = CASES[net]
     torch.manual_seed(0)
     model = build().eval()
     with torch.no_grad():
@@ -88,11 +90,11 @@ def _fine_prune(model, data, **kw):
 
 @pytest.mark.parametrize("net", list(CASES))
 def test_last_conv_loses_its_dormant_channels_first(net, small_digits, tmp_path):
-    _, spec, conv, _, dormant, per_channel = CASES[net]
+    _, spec, layer, conv, _, dormant, per_channel = CASES[net]
     model = _dormant(net)
     n = len(dormant) + 1
     c = model.get_submodule(conv).out_channels
-    out, log, params = _fine_prune(model, small_digits, amount=n / c)
+    out, log, params = _fine_prune(model, small_digits, amount=n / c, layer=layer)
     assert log["engine"] == "graph" and log["layer"] == conv and log["channels_pruned"] == n
     act = torch.tensor(log["mean_activation"])
     assert act[dormant].abs().max() == 0 and (act[[i for i in range(c) if i not in dormant]] > 0).all()
@@ -100,7 +102,7 @@ def test_last_conv_loses_its_dormant_channels_first(net, small_digits, tmp_path)
     assert _params(model) - _params(out) == n * per_channel == log["params_before"] - log["params_after"]
     assert out.get_submodule(conv).out_channels == c - n and model.get_submodule(conv).out_channels == c
     x = small_digits.test.x
-    masked, mlog, _ = _fine_prune(model, small_digits, amount=n / c, physical=False)
+    masked, mlog, _ = _fine_prune(model, small_digits, amount=n / c, layer=layer, physical=False)
     assert mlog["pruned_channels"] == log["pruned_channels"]
     with torch.no_grad():
         assert torch.allclose(out(x), masked(x), atol=1e-5)
@@ -114,18 +116,22 @@ def test_last_conv_loses_its_dormant_channels_first(net, small_digits, tmp_path)
             assert torch.equal(loaded(x), m(x))
 
 
-def test_residual_stream_group_shrinks_together(small_digits):
-    model = _dormant("resnet_basic")
+def test_residual_stream_is_passed_over_unless_named(small_digits):
+    model = _dormant("resnet_stream")
     out, log, _ = _fine_prune(model, small_digits, amount=0.25)
-    assert log["activations_read_at"] == "fc"  # after the residual add, relu and pooling
-    assert set(log["coupled_layers"]) >= {"layer2.0.conv2", "layer2.0.down.0", "layer2.1.conv1", "fc"}
+    assert log["layer"] == "layer2.1.conv1"
+    assert log["coupled_layers"] == ["layer2.1.conv1", "layer2.1.bn1", "layer2.1.conv2"]
+    assert log["skipped_layers"][0] == {"layer": "layer2.1.conv2", "reason": "its channels are a residual stream "
+                                        "(3 layers add into them); name it in layer to prune the whole stream"}
+    assert out.layer2[1].conv1.out_channels == 6 and out.fc.in_features == 8
+    stream, slog, _ = _fine_prune(model, small_digits, amount=0.25, layer="layer2.1.conv2")
+    assert slog["activations_read_at"] == "fc"  # after the residual add, relu and pooling
+    assert sorted(slog["pruned_channels"]) == [1, 6]
+    assert set(slog["coupled_layers"]) >= {"layer2.0.conv2", "layer2.0.down.0", "layer2.1.conv1", "fc"}
     for name in ("layer2.0.conv2", "layer2.0.down.0", "layer2.1.conv2"):
-        assert out.get_submodule(name).out_channels == 6
-    assert out.layer2[1].conv1.in_channels == 6 and out.fc.in_features == 6 and out.layer2[0].conv1.out_channels == 8
-    # a block's first conv keeps the stream whole
-    inner, ilog, _ = _fine_prune(model, small_digits, amount=0.25, layer="layer2.1.conv1")
-    assert ilog["coupled_layers"] == ["layer2.1.conv1", "layer2.1.bn1", "layer2.1.conv2"]
-    assert inner.layer2[1].conv1.out_channels == 6 and inner.fc.in_features == 8
+        assert stream.get_submodule(name).out_channels == 6
+    assert stream.layer2[1].conv1.in_channels == 6 and stream.fc.in_features == 6
+    assert stream.layer2[0].conv1.out_channels == 8 and stream.layer1[1].conv2.out_channels == 4
 
 
 @pytest.mark.parametrize("net,layer,expect", [
@@ -180,6 +186,18 @@ class _TiedToInput(nn.Module):
         return self.fc((self.conv2(torch.relu(self.conv1(x))) + x).mean((2, 3)))
 
 
+class _StreamOnly(nn.Module):
+    """Every conv adds into one stream: the stream is the only group to prune."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0, self.conv1, self.fc = nn.Conv2d(4, 5, 3, padding=1), nn.Conv2d(5, 5, 3, padding=1), nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.conv0(x))
+        return self.fc(torch.relu(h + self.conv1(h)).mean((2, 3)))
+
+
 def test_layer_choice_skips_groups_tied_to_input_or_output_and_names_bad_layers():
     torch.manual_seed(0)
     x = torch.rand(8, 4, 6, 6)
@@ -190,6 +208,8 @@ def test_layer_choice_skips_groups_tied_to_input_or_output_and_names_bad_layers(
     with pytest.raises(ValueError, match="layer: '2' is not a conv / linear layer before the classifier"):
         pick_coupled(head_conv, "2", x)
     assert coupled_channels(head_conv, "0", x[:1]).readers[0][0] == "2"
+    cc, _, skipped = pick_coupled(_StreamOnly().eval(), None, x)
+    assert cc.root == "conv1" and cc.member_names == ["conv1", "conv0"] and skipped == []
 
 
 def test_graph_engine_refuses_masked_models_and_reports_reasons(small_digits):

@@ -23,16 +23,15 @@ Two engines find the layer and what shrinks with it (``engine``, as in ``prune.s
 * ``graph`` (every other network under ``auto``: torchvision, timm, factories, wrapped
   networks): :mod:`sturdynet.defenses.fine_pruning_graph` traces the network with the
   dependency graph and takes the last conv in execution order whose coupled channel group
-  is prunable and not tied to the network's input or output. In a residual network that
-  is the last conv of the last block, whose channels are the residual stream of the last
-  stage: they are pruned, together in every coupled layer (all convs and batch norms
-  adding into that stream, the shortcut's included, and every reader). ``layer`` can name
-  another conv (e.g. a block's first conv) to leave the stream whole.
+  is prunable, not tied to the network's input or output and not a residual stream (in a
+  residual network: the last block's last inner conv, as above). Naming a conv of a residual
+  stream in ``layer`` prunes the stream, each channel removed from every coupled layer
+  (all convs and batch norms adding into it, the shortcut's included, and every reader).
 
 Deviations: a channel's activation is measured where the next layer reads it (after the
-nonlinearity, any residual add and pooling in between), not at the conv output; the
-``modules`` engine prunes a residual network's last block-internal conv, not the very
-last conv (see above).
+nonlinearity, any residual add and pooling in between), not at the conv output; in
+residual networks both engines prune the last block's last inner conv by default, not the very
+last conv, whose channels are the residual stream (see above).
 """
 from __future__ import annotations
 

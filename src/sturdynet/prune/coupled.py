@@ -45,17 +45,33 @@ class CoupledChannels:
         readers: (layer, input indices, root channel of each input index) of the conv /
             linear layers that read the channels.
         layers: every named layer in the group, for the report.
+        adds: the graph couples the channels through an addition of tensors (``+``, ``-``).
     """
 
     root: str
     channels: int
+    members: List[Tuple[str, Tensor, Tensor]] = field(default_factory=list)
+    readers: List[Tuple[str, Tensor, Tensor]] = field(default_factory=list)
+    layers: List[str] = field(default_factory=list)
+    adds: bool = False
 
     @property
     def member_names(self) -> List[str]:
         return [m[0] for m in self.members]
-    members: List[Tuple[str, Tensor, Tensor]] = field(default_factory=list)
-    readers: List[Tuple[str, Tensor, Tensor]] = field(default_factory=list)
-    layers: List[str] = field(default_factory=list)
+
+    def producers(self, model: nn.Module) -> List[str]:
+        """Members that compute these channels from other channels: conv / linear layers
+        except depthwise convs (which pass each channel through)."""
+        return [n for n in self.member_names if isinstance(model.get_submodule(n), _LAYERS)
+                and not _depthwise(model.get_submodule(n))]
+
+    def residual_stream(self, model: nn.Module) -> bool:
+        """Several producers summed into the same channels (a residual stream)."""
+        return self.adds and len(self.producers(model)) > 1
+
+
+def _depthwise(m: nn.Module) -> bool:
+    return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
 
 
 def execution_order(model: nn.Module, example: Tensor) -> List[str]:
@@ -100,6 +116,9 @@ def coupled_channels(model: nn.Module, root: str, example: Tensor) -> CoupledCha
     cc = CoupledChannels(root=root, channels=n)
     for item in group:
         m, fn = item.dep.target.module, item.dep.handler
+        if type(m).__name__ == "_ElementWiseOp" and any(op in str(getattr(m, "_grad_fn", ""))
+                                                        for op in ("AddBackward", "SubBackward")):
+            cc.adds = True
         name = names.get(m) if isinstance(m, nn.Module) else None
         if name is None:
             continue
