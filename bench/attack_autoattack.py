@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--setup", choices=["digits", "cifar"], default="digits")
     ap.add_argument("--ckpt", default="bench/logs/ckpt/resnet20_cifar10k_base.pt")
+    ap.add_argument("--only", default=None, help="comma-separated row indices (0-3) to run")
     ap.add_argument("--out", default="bench/results/attack_autoattack.json")
     args = ap.parse_args()
     out, machine = single_thread_run(args.out)
@@ -108,7 +109,8 @@ def main() -> None:
              ("sturdynet with torchattacks' counts (10 iterations, budget custom) vs torchattacks AutoAttack standard",
               lambda: ours_aa(10), theirs_aa),
              ("APGD-CE 100 steps", ours_apgd, theirs_apgd))
-    for label, ours, theirs in pairs:
+    picks = range(len(pairs)) if args.only is None else [int(i) for i in args.only.split(",")]
+    for label, ours, theirs in (pairs[i] for i in picks):
         t_o, t_t, a_o, a_t = [], [], None, None
         for r in range(args.repeats):
             pair = [("o", ours), ("t", theirs)] if r % 2 == 0 else [("t", theirs), ("o", ours)]

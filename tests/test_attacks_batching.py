@@ -92,3 +92,50 @@ def test_multi_target_verdict_matches_sequential(trained_cnn, digits, name):
     diff = int((fooled[0] != fooled[1]).sum())
     assert 10 < int(fooled[0].sum()) < 50
     assert diff == 0 if name == "fab-t" else diff <= 2
+
+
+class ViewNet(torch.nn.Module):
+    """A conv net that ``view``s its activations: it cannot take channels_last inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        return self.fc(h.view(h.shape[0], -1))
+
+
+def test_channels_last_inputs_fall_back_and_agree(trained_cnn, digits, monkeypatch):
+    """Conv models get channels_last inputs on the CPU (same answers as contiguous ones up to
+    float rounding); a model that cannot take them is attacked in its own layout."""
+    import sturdynet.attacks.base as base
+
+    x3 = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))  # 3 channels: the layouts differ
+    net = ViewNet().eval()
+    with pytest.raises(RuntimeError):
+        net(x3.contiguous(memory_format=torch.channels_last))
+    atk = create_attack("apgd", net, eps=0.1, steps=5, seed=0)
+    adv = atk(x3, net(x3).argmax(1))
+    assert atk._layout is torch.contiguous_format and adv.is_contiguous()
+    flat = FlatNet().eval()  # the same net with reshape: takes either layout
+    x = torch.rand(40, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = flat(x).argmax(1)
+    fast = create_attack("apgd", flat, eps=0.03, steps=10, seed=0)
+    adv_fast = fast(x, y)
+    assert fast._layout is torch.channels_last and adv_fast.is_contiguous()
+    monkeypatch.setattr(base, "memory_format_for", lambda model, device: torch.contiguous_format)
+    adv_plain = create_attack("apgd", flat, eps=0.03, steps=10, seed=0)(x, y)
+    with torch.no_grad():
+        f1, f2 = flat(adv_fast).argmax(1) != y, flat(adv_plain).argmax(1) != y
+    assert 5 < int(f1.sum()) < 40 and int((f1 != f2).sum()) <= 1
+    assert (adv_fast - adv_plain).abs().max() <= 0.06 + 1e-6
+
+
+class FlatNet(ViewNet):
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        return self.fc(h.reshape(h.shape[0], -1))

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..core import progress
 from ..core.params import from_dict, rename_keys, rng
-from ..core.tensors import eval_mode, model_device
+from ..core.tensors import eval_mode, memory_format_for, model_device
 from ..quant.grad_mode import gradient_mode, has_estimators
 
 NORMS = ("linf", "l2")
@@ -184,6 +184,7 @@ class Attack:
         self.min_norms: Optional[Tensor] = None  # minimum-norm attacks: per sample, after a call
         self._norms: list = []
         self._batch = 0
+        self._layout, self._layout_ok = torch.contiguous_format, True
 
     @classmethod
     def check_label(cls, params: Any) -> str:
@@ -223,6 +224,25 @@ class Attack:
     def randint(self, high: int, size: int, device: Optional[torch.device] = None) -> Tensor:
         """Integers in [0, high) from the attack's generator."""
         return torch.randint(high, (size,), generator=self.generator).to(device or self.device)
+
+    def call_model(self, x: Tensor) -> Tensor:
+        """The model's logits for ``x``, fed in the memory layout chosen for this call
+        (channels_last for a convolutional model on the CPU: about 1.2x per forward and
+        backward pass of a ResNet-20 there; the values, and the gradient w.r.t. ``x`` in
+        ``x``'s own layout, are unchanged up to float rounding). A model that cannot take
+        that layout (one that ``view``s its activations) gets the contiguous one from its
+        first call on."""
+        if self._layout is torch.contiguous_format:
+            return self.model(x)
+        if self._layout_ok:
+            return self.model(x.contiguous(memory_format=self._layout))
+        try:
+            out = self.model(x.contiguous(memory_format=self._layout))
+        except RuntimeError:
+            self._layout = torch.contiguous_format
+            return self.model(x)
+        self._layout_ok = True
+        return out
 
     def target_chunks(self, done: Tensor, n_targets: int) -> Iterator[List[int]]:
         """Target indices ``0 .. n_targets - 1`` in the chunks that multi-target attacks
@@ -264,7 +284,7 @@ class Attack:
         x = x.detach().requires_grad_(True)
 
         def closure(inp: Tensor) -> Tuple[Tensor, Tensor]:
-            logits = self.model(inp)
+            logits = self.call_model(inp)
             return fn(logits), logits
 
         return self.eot_grad(x, closure)
@@ -301,9 +321,9 @@ class Attack:
     def mean_logits(self, x: Tensor) -> Tensor:
         """:meth:`logits` in the caller's gradient context (a search loop that runs under
         one ``torch.no_grad`` saves entering it per query)."""
-        out = self.model(x)
+        out = self.call_model(x)
         for _ in range(self.eot_iter - 1):
-            out = out + self.model(x)
+            out = out + self.call_model(x)
         return out / self.eot_iter if self.eot_iter > 1 else out
 
     def ce(self, y: Tensor, target: Optional[Tensor]) -> Callable[[Tensor], Tensor]:
@@ -360,6 +380,8 @@ class Attack:
         dev = self.device
         outs = []
         with eval_mode(self.model), self.grad_context():
+            self._layout = memory_format_for(self.model, dev) if x.dim() == 4 else torch.contiguous_format
+            self._layout_ok = False
             for i in range(0, x.shape[0], self.batch_size):
                 self._batch = i // self.batch_size
                 xb = x[i:i + self.batch_size].detach().to(dev).clone()
@@ -368,7 +390,7 @@ class Attack:
                 adv = self.perturb(xb, yb, tb).detach()
                 outs.append(adv.to(x.device))
                 progress.tick(i + xb.shape[0], x.shape[0])
-        x_adv = torch.cat(outs)
+        x_adv = torch.cat(outs).contiguous()
         self.min_norms = torch.cat(self._norms).cpu() if self._norms else None
         self.check_result(x.detach(), x_adv)
         return x_adv

@@ -75,7 +75,7 @@ class CW(Attack):
         def closure(w_: Tensor) -> Tuple[Tensor, Tensor]:
             """Per-sample CW loss at the current constants ``c`` (read when called), and the logits."""
             adv_ = (torch.tanh(w_) + 1) / 2
-            z = self.model(adv_)
+            z = self.call_model(adv_)
             dist = (adv_ - x).pow(2).flatten(1).sum(1)
             return dist + c * self._margin(z, y, target).clamp_min(-self.kappa), z
 

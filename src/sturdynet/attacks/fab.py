@@ -127,7 +127,7 @@ class FAB(Attack):
         or ``z_t - max_(j != t) z_j`` (targeted mode)."""
 
         def closure(inp: Tensor) -> Tuple[Tensor, Tensor]:
-            z = self.model(inp)
+            z = self.call_model(inp)
             if target is None:
                 return z - z.gather(1, y[:, None]), z
             rival = z.detach().scatter(1, target[:, None], -math.inf).argmax(1) if self.targeted else y
