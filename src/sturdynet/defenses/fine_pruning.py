@@ -38,7 +38,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, Literal, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -55,7 +55,7 @@ from ..core.masks import get_masks
 from ..prune.structured import compact, mask_channels, prunable_groups, resize_to_state_dict
 from ..core.registry import METHODS
 from ..train.loop import evaluate_accuracy
-from .fine_pruning_graph import fine_prune_graph
+from .fine_pruning_graph import fine_prune_graph, search_pruned
 
 NAME = "prune.fine_pruning"
 
@@ -153,28 +153,10 @@ def accuracy_without(model: nn.Module, group: ChannelGroup, dead: Tensor, split:
 def prune_order(model: nn.Module, group: ChannelGroup, params: FinePruningParams,
                 clean: Split) -> Tuple[Tensor, Dict[str, Any]]:
     """The boolean keep vector of ``group`` and the search's report (see the module docstring)."""
-    act = mean_activations(model, group, clean.x)
-    c = act.numel()
-    order = torch.sort(act, stable=True).indices
-    limit = min(int(round(params.amount * c)), max(0, c - params.min_channels))
-    base = evaluate_accuracy(model, clean)["accuracy"]
-    curve: List[Dict[str, Any]] = []
-    k, acc, stopped = 0, base, "amount"
-    for n in range(1, limit + 1):
-        dead = torch.zeros(c, dtype=torch.bool)
-        dead[order[:n]] = True
-        a = accuracy_without(model, group, dead, clean)
-        curve.append({"channels": n, "accuracy": a})
-        if params.max_accuracy_drop is not None and base - a > params.max_accuracy_drop + 1e-12:
-            stopped = "accuracy_drop"
-            break
-        k, acc = n, a
-    keep = torch.ones(c, dtype=torch.bool)
-    keep[order[:k]] = False
-    report = {"layer": group.producer, "channels_before": c, "channels_pruned": k, "channel_sparsity": k / c,
-              "pruned_channels": order[:k].tolist(), "mean_activation": [round(float(v), 6) for v in act],
-              "clean_accuracy_before": base, "clean_accuracy_pruned": acc, "stopped_by": stopped, "curve": curve}
-    return keep, report
+    keep, found = search_pruned(mean_activations(model, group, clean.x), params.amount, params.max_accuracy_drop,
+                                params.min_channels, evaluate_accuracy(model, clean)["accuracy"],
+                                lambda dead: accuracy_without(model, group, dead, clean))
+    return keep, {"layer": group.producer, **found}
 
 
 def _clean_split(ctx: TrainingContext, samples: Optional[int]) -> Split:

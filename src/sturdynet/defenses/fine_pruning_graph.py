@@ -37,7 +37,7 @@ chosen channels are then removed from every coupled layer.
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -107,24 +107,22 @@ def pick_coupled(model: nn.Module, layer: Optional[str], x: Tensor) -> Tuple[Cou
     raise ValueError(f"fine-pruning needs a prunable convolution layer; the traced graph has none ({why or 'no conv'})")
 
 
-def graph_prune_order(model: nn.Module, cc: CoupledChannels, order: List[str], amount: float,
-                      max_accuracy_drop: Optional[float], min_channels: int,
-                      clean: Split) -> Tuple[Tensor, Dict[str, Any]]:
-    """The boolean keep vector of ``cc`` and the search's report (the same fields as the
-    module engine's, plus where the activations were read)."""
-    act, where = mean_read_activations(model, cc, order, clean.x)
-    c = cc.channels
+def search_pruned(act: Tensor, amount: float, max_accuracy_drop: Optional[float], min_channels: int, base: float,
+                  accuracy_without: Callable[[Tensor], float]) -> Tuple[Tensor, Dict[str, Any]]:
+    """The paper's search, shared by both engines: remove channels in increasing order of
+    mean activation ``act`` while the clean accuracy (``accuracy_without(dead)``, ``dead``
+    a growing boolean set) stays within ``max_accuracy_drop`` of ``base`` and at most
+    ``amount`` of them (keeping ``min_channels``) are gone. Returns the keep vector and
+    the report's search fields."""
+    c = act.numel()
     ranked = torch.sort(act, stable=True).indices
     limit = min(int(round(amount * c)), max(0, c - min_channels))
-    base = evaluate_accuracy(model, clean)["accuracy"]
-    work = copy.deepcopy(model)
     curve: List[Dict[str, Any]] = []
     k, acc, stopped = 0, base, "amount"
     for n in range(1, limit + 1):
-        keep = torch.ones(c, dtype=torch.bool)
-        keep[ranked[:n]] = False
-        mask_coupled(work, cc, keep)  # the dead set only grows, so masking in place is exact
-        a = evaluate_accuracy(work, clean)["accuracy"]
+        dead = torch.zeros(c, dtype=torch.bool)
+        dead[ranked[:n]] = True
+        a = accuracy_without(dead)
         curve.append({"channels": n, "accuracy": a})
         if max_accuracy_drop is not None and base - a > max_accuracy_drop + 1e-12:
             stopped = "accuracy_drop"
@@ -132,11 +130,26 @@ def graph_prune_order(model: nn.Module, cc: CoupledChannels, order: List[str], a
         k, acc = n, a
     keep = torch.ones(c, dtype=torch.bool)
     keep[ranked[:k]] = False
-    report = {"layer": cc.root, "channels_before": c, "channels_pruned": k, "channel_sparsity": k / c,
-              "pruned_channels": ranked[:k].tolist(), "mean_activation": [round(float(v), 6) for v in act],
-              "clean_accuracy_before": base, "clean_accuracy_pruned": acc, "stopped_by": stopped, "curve": curve,
-              "engine": "graph", "activations_read_at": where}
-    return keep, report
+    return keep, {"channels_before": c, "channels_pruned": k, "channel_sparsity": k / c,
+                  "pruned_channels": ranked[:k].tolist(), "mean_activation": [round(float(v), 6) for v in act],
+                  "clean_accuracy_before": base, "clean_accuracy_pruned": acc, "stopped_by": stopped, "curve": curve}
+
+
+def graph_prune_order(model: nn.Module, cc: CoupledChannels, order: List[str], amount: float,
+                      max_accuracy_drop: Optional[float], min_channels: int,
+                      clean: Split) -> Tuple[Tensor, Dict[str, Any]]:
+    """The boolean keep vector of ``cc`` and the search's report (the same fields as the
+    module engine's, plus where the activations were read)."""
+    act, where = mean_read_activations(model, cc, order, clean.x)
+    work = copy.deepcopy(model)
+
+    def accuracy_without(dead: Tensor) -> float:
+        mask_coupled(work, cc, ~dead)  # the dead set only grows, so masking in place is exact
+        return evaluate_accuracy(work, clean)["accuracy"]
+
+    keep, found = search_pruned(act, amount, max_accuracy_drop, min_channels,
+                                evaluate_accuracy(model, clean)["accuracy"], accuracy_without)
+    return keep, {"layer": cc.root, **found, "engine": "graph", "activations_read_at": where}
 
 
 def fine_prune_graph(model: nn.Module, params: Any, clean: Split) -> Tuple[nn.Module, Dict[str, Any]]:
