@@ -39,9 +39,10 @@ from torch import nn
 
 from sturdynet.core.method import MethodContext
 from sturdynet.core.registry import METHODS, MODELS
+from sturdynet.core.tensors import memory_format_for
 from sturdynet.data.base import Split
 from sturdynet.train.config import TrainConfig
-from sturdynet.train.loop import make_optimizer, memory_format_for
+from sturdynet.train.loop import make_optimizer
 
 VARIANTS: Dict[str, Tuple[str, dict]] = {
     "int8 LSQ (w8a8)": ("quant.uniform", {"mode": "lsq", "bits": 8, "act_bits": 8, "calib_samples": 128}),

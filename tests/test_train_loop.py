@@ -86,7 +86,7 @@ def test_callback_hooks_order_and_loss_override(digits):
 def test_channels_last_inside_contiguous_outside(digits):
     """Conv models train channels_last on CPU (deterministic under a seed, close to the
     contiguous layout's result) and come back contiguous; the layout can be forced."""
-    from sturdynet.train.loop import memory_format_for
+    from sturdynet.core.tensors import memory_format_for
 
     cfg = TrainConfig(epochs=1, batch_size=128)
     seen = []

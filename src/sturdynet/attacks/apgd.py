@@ -249,8 +249,7 @@ class APGDT(APGD):
                 todo = (~done).nonzero().flatten()
                 if todo.numel() == 0:
                     return out
-                rows = todo.repeat(len(chunk))  # (sample, target) pairs, target-major
-                tgt = ranked[rows, torch.tensor(chunk, device=x.device).repeat_interleave(todo.numel())]
+                rows, tgt = self.target_rows(todo, ranked, chunk)
                 adv, s = self.run_once(x[rows], y[rows], tgt, group=rows)
                 # per sample: the earliest target that fooled it, else its first row
                 pick = torch.where(s, torch.arange(rows.numel(), device=x.device), rows.numel())

@@ -256,6 +256,14 @@ class Attack:
             yield list(range(t, min(n_targets, t + k)))
             t += k
 
+    @staticmethod
+    def target_rows(todo: Tensor, ranked: Tensor, chunk: List[int]) -> Tuple[Tensor, Tensor]:
+        """The (sample, target) rows of one chunk, target-major: each row's sample index
+        (into the batch) and its target class (``ranked[sample, t]`` for ``t`` in ``chunk``)."""
+        rows = todo.repeat(len(chunk))
+        ts = torch.tensor(chunk, device=todo.device).repeat_interleave(todo.numel())
+        return rows, ranked[rows, ts]
+
     def record_norms(self, norms: Tensor) -> None:
         """Minimum-norm attacks: record one batch's smallest adversarial norms (inf: none
         found); ``min_norms`` holds them all, on the CPU, after the call."""

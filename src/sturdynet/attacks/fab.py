@@ -28,10 +28,11 @@ from the ``n_target_classes`` most likely wrong classes at ``x_0``; success is a
 misclassification. When few samples are left, several targets run together as
 (sample, target) rows of one batch of at most ``batch_size`` rows
 (:meth:`Attack.target_chunks`); each row's trajectory is the one it would have alone,
-and a sample keeps its smallest example over the rows. The targeted mode of ``"fab"`` (``targeted=True``) linearises
-``z_t - max_(j != t) z_j`` and succeeds when the prediction is ``t``; where ``t``'s
-region is a narrow wedge the step can oscillate between two rivals of ``t`` (measured:
-about 85% of the targets ``(y + 3) mod 10`` reached on a digits CNN, unbounded).
+and a sample keeps its smallest example over the rows. The targeted mode of ``"fab"``
+(``targeted=True``) linearises ``z_t - max_(j != t) z_j`` and succeeds when the
+prediction is ``t``; where ``t``'s region is a narrow wedge the step can oscillate
+between two rivals of ``t`` (measured: about 85% of the targets ``(y + 3) mod 10``
+reached on a digits CNN, unbounded).
 
 Returned: for each sample the smallest adversarial example found when its norm is at
 most ``eps``, otherwise the clean input (``eps = inf`` returns every adversarial example
@@ -233,8 +234,7 @@ class FABT(FAB):
             if todo.numel() == 0:
                 break
             m = todo.numel()
-            rows = todo.repeat(len(chunk))  # (sample, target) pairs, target-major
-            tgt = ranked[rows, torch.tensor(chunk, device=x.device).repeat_interleave(m)]
+            rows, tgt = self.target_rows(todo, ranked, chunk)
             b, ba = best[rows], best_adv[rows]
             self.search(x[rows], y[rows], tgt, b, ba)
             for j in range(len(chunk)):  # keep each sample's smallest example over the chunk

@@ -48,7 +48,7 @@ from ..core.registry import METHODS
 from ..faults.ber import BitErrors
 from ..faults.bitview import FloatLayers, ViewParams
 from ..faults.common import accuracy, trial_generator
-from .clipact_sites import CLIP_TYPES, ActivationClip, ClippedReLU, clip_sites
+from .clipact_sites import CLIP_TYPES, ActivationClip, ClippedReLU, clip_sites, replace_relu_modules
 from .clipact_coverage import clip_coverage
 
 __all__ = ["ActivationClip", "ClipAct", "ClipActParams", "ClippedReLU", "auc", "clip_sites", "profile_max",
@@ -66,14 +66,9 @@ def replace_relus(model: nn.Module) -> List[Tuple[str, ClippedReLU]]:
         ValueError: the model has no ReLU modules (functional ``F.relu`` calls cannot
             be replaced).
     """
-    targets = [n for n, m in model.named_modules() if type(m) is nn.ReLU]
-    if not targets and not any(isinstance(m, ClippedReLU) for m in model.modules()):
+    if not any(type(m) is nn.ReLU or isinstance(m, ClippedReLU) for m in model.modules()):
         raise ValueError("faults.clipact: the model has no nn.ReLU modules to clip")
-    for name in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        dev = next((t.device for t in model.parameters()), torch.device("cpu"))
-        setattr(parent, child, ClippedReLU().to(dev))
+    replace_relu_modules(model, "", {"sites": {}, "left_alone": {}})
     return [(n, m) for n, m in model.named_modules() if isinstance(m, ClippedReLU)]
 
 

@@ -232,7 +232,7 @@ def _parent(root: nn.Module, name: str) -> Tuple[nn.Module, str]:
     return (root.get_submodule(parent) if parent else root), child
 
 
-def _replace_relu_modules(root: nn.Module, prefix: str, report: Dict[str, Any]) -> None:
+def replace_relu_modules(root: nn.Module, prefix: str, report: Dict[str, Any]) -> None:
     """In place: every plain ``nn.ReLU`` under ``prefix`` becomes a ClippedReLU (module mode)."""
     base = root.get_submodule(prefix) if prefix else root
     for name, m in list(base.named_modules()):
@@ -360,7 +360,7 @@ def clip_sites(model: nn.Module) -> Tuple[nn.Module, Dict[str, Any]]:
     report["reason"] = reason
     if graph is None:
         report["opaque"] = [""]
-        _replace_relu_modules(model, "", report)
+        replace_relu_modules(model, "", report)
         return model, report
     report["traced"], report["opaque"] = True, opaque
     gm = ClipActGraph(model, graph, class_name=type(model).__name__)
@@ -371,7 +371,7 @@ def clip_sites(model: nn.Module) -> Tuple[nn.Module, Dict[str, Any]]:
     gm.register_load_state_dict_pre_hook(_older_checkpoint)
     _rewrite(gm, gm.graph, report)
     for name in opaque:
-        _replace_relu_modules(gm, name, report)
+        replace_relu_modules(gm, name, report)
     gm.graph.lint()
     gm.recompile()
     return gm, report

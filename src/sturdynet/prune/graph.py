@@ -26,8 +26,8 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..core.masks import get_masks
 from ..core.tensors import model_device
+from .coupled import check_unmasked
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
 
@@ -48,15 +48,6 @@ def last_layer(model: nn.Module, example: Tensor) -> nn.Module:
     return order[-1]
 
 
-def _check_prunable(model: nn.Module) -> None:
-    for name, m in model.named_modules():
-        if getattr(m, "weight_quantizer", None) is not None:
-            raise ValueError(f"layer {name} is quantized; apply prune.structured before quantization")
-    if get_masks(model):
-        raise ValueError("the model already carries pruning masks; apply prune.structured first "
-                         "(before unstructured pruning)")
-
-
 def graph_prune(model: nn.Module, example_shape: Sequence[int], amount: float, criterion: str = "l1",
                 scope: str = "layer") -> Tuple[nn.Module, Dict[str, Any]]:
     """Remove ``amount`` of the channels of every coupled group; returns (new model, report).
@@ -73,7 +64,7 @@ def graph_prune(model: nn.Module, example_shape: Sequence[int], amount: float, c
 
     from .macs import count_macs
 
-    _check_prunable(model)
+    check_unmasked(model, "prune.structured")
     model = copy.deepcopy(model)
     was = model.training
     model.eval()

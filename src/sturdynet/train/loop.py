@@ -14,7 +14,7 @@ from ..data.base import DataBundle, batches
 from ..core.masks import apply_masks
 from ..core.registry import ADVERSARIAL, CALLBACKS
 from ..core.callbacks import Callback, TrainState
-from ..core.tensors import eval_mode, memory_format_for  # noqa: F401  (memory_format_for: re-exported)
+from ..core.tensors import eval_mode, memory_format_for
 from .config import TrainConfig
 
 
